@@ -1,0 +1,12 @@
+"""Algorithms and baselines. Importing this package registers them all.
+
+Adding one: a file here with a ``MetaLearner`` subclass decorated by
+``@ALGORITHMS.register("name")``, an import line below, and ``experiments/algorithm/name.yaml``.
+"""
+
+from metarec.algorithms.base import MetaLearner
+from metarec.algorithms.protonet import NearestPrototype, ProtoNet
+from metarec.algorithms.maml import FOMAML, MAML
+from metarec.algorithms.anil import ANIL
+
+__all__ = ["MetaLearner", "ProtoNet", "NearestPrototype", "MAML", "FOMAML", "ANIL"]

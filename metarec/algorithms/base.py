@@ -1,0 +1,222 @@
+"""MetaLearner: the one LightningModule every algorithm and baseline derives from.
+
+An algorithm implements a single method, :meth:`MetaLearner.episode_forward`, which takes an
+:class:`~metarec.episode.Episode` and returns the query loss and query logits. Everything else
+lives here once: meta-batches, logging, optimizers and schedules, torchmetrics accuracy,
+per-episode test records gathered across DDP ranks, and checkpoint hooks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, ClassVar, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics.aggregation import CatMetric
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from metarec.episode import Episode, Inputs
+from metarec.evaluation.stats import mean_ci95
+from metarec.models.encoder import TextEncoder
+
+
+def concat_inputs(a: Inputs, b: Inputs) -> Inputs:
+    """Concatenates two input batches along the batch axis (pads token/hidden widths)."""
+    if isinstance(a, Tensor):
+        return torch.cat([a, b])  # type: ignore[list-item]
+    assert isinstance(b, dict)
+    width = max(a["attention_mask"].shape[1], b["attention_mask"].shape[1])
+    out = {}
+    for k in a:
+        xa, xb = a[k], b[k]
+        pads = []
+        for x in (xa, xb):
+            pad = [0, 0] * (x.dim() - 2) + [0, width - x.shape[1]]
+            pads.append(F.pad(x, pad))
+        out[k] = torch.cat(pads)
+    return out
+
+
+class MetaLearner(L.LightningModule):
+    """Base class of meta-learners and baselines.
+
+    Args:
+        encoder: the text encoder (its freeze policy decides what trains).
+        n_way: classes per episode.
+        outer_lr: learning rate of the outer (meta) optimizer for heads and other parameters.
+        encoder_lr: learning rate of trainable encoder layers (default: ``outer_lr``).
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps of the learning rate.
+        lr_schedule: ``"cosine"`` (decay to 0 at ``max_steps``) or ``"constant"``.
+        max_steps: training steps (for the schedule); set by the runner from the trainer.
+    """
+
+    #: False for methods without meta-training (e.g. frozen nearest prototype): `fit` is skipped.
+    trains: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        encoder: TextEncoder,
+        n_way: int,
+        outer_lr: float = 1e-3,
+        encoder_lr: Optional[float] = None,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: str = "cosine",
+        max_steps: int = 1000,
+    ) -> None:
+        super().__init__()
+        if lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+        self.encoder = encoder
+        self.n_way = int(n_way)
+        self.outer_lr = float(outer_lr)
+        self.encoder_lr = float(encoder_lr if encoder_lr is not None else outer_lr)
+        self.weight_decay = float(weight_decay)
+        self.warmup_steps = int(warmup_steps)
+        self.lr_schedule = lr_schedule
+        self.max_steps = int(max_steps)
+        # Frozen pretrained weights are reloaded from the encoder files, not stored per checkpoint.
+        self.strict_loading = False
+        self.val_acc = CatMetric()
+        self.test_acc = CatMetric()
+        self.test_index = CatMetric()
+        self.test_adapt_s = CatMetric()
+        self.test_records: list[dict[str, Any]] = []
+
+    # -- the contract -----------------------------------------------------------------------
+    def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Adapts to the support set and predicts the query set.
+
+        Returns:
+            ``(loss, logits)``: the query loss (differentiable w.r.t. meta-parameters in
+            training) and query logits ``(n_way * n_query, n_way)``.
+        """
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def embed_episode(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        """Support and query embeddings from one encoder call: ``(n_s, H), (n_q, H)``."""
+        n_s = episode.support_y.shape[0]
+        z = self.encoder(concat_inputs(episode.support_x, episode.query_x))
+        return z[:n_s], z[n_s:]
+
+    # -- Lightning hooks ----------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, Episode):
+            return batch.to(device)
+        if isinstance(batch, list):
+            return [e.to(device) for e in batch]
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def _accuracy(self, logits: Tensor, y: Tensor) -> Tensor:
+        return multiclass_accuracy(logits.argmax(-1), y, num_classes=logits.shape[-1], average="micro")
+
+    def training_step(self, batch: list[Episode], batch_idx: int) -> Tensor:
+        losses, accs = [], []
+        for episode in batch:
+            loss, logits = self.episode_forward(episode)
+            losses.append(loss)
+            accs.append(self._accuracy(logits.detach(), episode.query_y))
+        loss = torch.stack(losses).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/acc", torch.stack(accs).mean(), prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, episode: Episode, batch_idx: int) -> None:
+        loss, logits = self.episode_forward(episode)
+        self.val_acc.update(self._accuracy(logits, episode.query_y).reshape(1))
+        self.log("val/loss", loss, batch_size=1, sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        accs = self.val_acc.compute()  # gathered across ranks
+        self.val_acc.reset()
+        self.log("val/acc", accs.float().mean(), prog_bar=True, sync_dist=False, rank_zero_only=False)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_records = []
+
+    def test_step(self, episode: Episode, batch_idx: int) -> None:
+        t0 = time.perf_counter()
+        _, logits = self.episode_forward(episode)
+        adapt_s = time.perf_counter() - t0
+        acc = self._accuracy(logits, episode.query_y)
+        self.test_acc.update(acc.reshape(1))
+        self.test_index.update(torch.tensor([float(episode.index)], device=acc.device))
+        self.test_adapt_s.update(torch.tensor([adapt_s], device=acc.device))
+        self.test_records.append({
+            "index": episode.index, "task": episode.task, "fingerprint": episode.fingerprint(),
+            "acc": float(acc), "n_query": int(episode.query_y.numel()), "adapt_s": adapt_s,
+            "classes": episode.classes,
+            "query_idx": episode.query_idx.tolist(), "query_y": episode.query_y.tolist(),
+            "pred": logits.argmax(-1).tolist(),
+        })
+
+    def on_test_epoch_end(self) -> None:
+        accs = self.test_acc.compute().float().cpu()
+        index = self.test_index.compute().long().cpu()
+        adapt = self.test_adapt_s.compute().float().cpu()
+        for m in (self.test_acc, self.test_index, self.test_adapt_s):
+            m.reset()
+        if len(set(index.tolist())) != len(index):
+            raise RuntimeError(f"duplicated test episodes across ranks: {sorted(index.tolist())}")
+        mean, ci = mean_ci95(accs.tolist())
+        self.log("test/acc", mean, sync_dist=False, rank_zero_only=False)
+        self.log("test/acc_ci95", 0.0 if math.isnan(ci) else ci, rank_zero_only=False)
+        self.log("test/episodes", float(len(accs)), rank_zero_only=False)
+        self.log("test/adapt_s", float(adapt.mean()), rank_zero_only=False)
+
+    # -- optimization -------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        enc = {id(p) for p in self.encoder.parameters()}
+        enc_params = [p for p in self.encoder.parameters() if p.requires_grad]
+        other = [p for p in self.parameters() if p.requires_grad and id(p) not in enc]
+        groups = []
+        if enc_params:
+            groups.append({"params": enc_params, "lr": self.encoder_lr, "name": "encoder"})
+        if other:
+            groups.append({"params": other, "lr": self.outer_lr, "name": "head"})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        groups = self.param_groups()
+        if not groups:
+            raise RuntimeError(f"{type(self).__name__} has no trainable parameters (frozen encoder and no head?)")
+        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        warm, total = self.warmup_steps, max(self.max_steps, 1)
+
+        def factor(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / warm
+            if self.lr_schedule == "constant":
+                return 1.0
+            progress = min((step - warm) / max(total - warm, 1), 1.0)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        frozen = {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+        checkpoint["metarec"] = {
+            "algorithm": type(self).__name__,
+            "encoder": self.encoder.identity,
+            "freeze": self.encoder.freeze.value,
+            "frozen_params_omitted": len(frozen),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # strict_loading is off only for the omitted frozen weights: trainable ones must be there.
+        trainable = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        if missing:
+            raise RuntimeError(
+                f"checkpoint lacks {len(missing)} trainable parameters of {type(self).__name__} "
+                f"(e.g. {missing[:3]}): was it written by another algorithm or freeze policy?"
+            )

@@ -1,0 +1,40 @@
+"""Hydra configuration: where the config tree lives and how it is composed.
+
+metarec uses Hydra's compose API (not ``@hydra.main``) so that the CLI, the benchmark runner
+and the tests build configs the same way: ``compose(["experiment=quickstart/protonet",
+"trainer.max_steps=10"])``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+
+def config_dir() -> Path:
+    """``$METAREC_CONFIG_DIR`` or the ``experiments/`` folder of the metarec checkout."""
+    env = os.environ.get("METAREC_CONFIG_DIR")
+    path = Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
+    if not (path / "config.yaml").exists():
+        raise FileNotFoundError(f"metarec config tree not found at {path} (set METAREC_CONFIG_DIR)")
+    return path
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config", config_path: Optional[Path] = None) -> DictConfig:
+    """Composes the config with Hydra overrides, e.g. ``["algorithm=maml", "seed=3"]``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_path or config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def list_experiments() -> list[str]:
+    root = config_dir() / "experiment"
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))

@@ -1,0 +1,181 @@
+"""EpisodicDataModule: seeded episode streams for training, fixed episode sets for val/test.
+
+Training: step ``t`` of rank ``r`` (of ``W``) gets episodes ``(t*W + r)*B ... (t*W + r)*B + B-1``
+of the training stream (``B`` = meta-batch size per rank). One process with meta-batch
+``W*B`` therefore sees exactly the episodes of a ``W``-rank DDP run, and a resumed run
+continues the stream at ``trainer.global_step``. Lightning's distributed sampler must be off
+(``Trainer(use_distributed_sampler=False)``, set by :func:`metarec.training.build_trainer`).
+
+Val/test: episodes ``0 .. n-1`` of streams seeded by ``eval_seed`` — identical for every
+method and training seed, so results can be paired. Under DDP rank ``r`` evaluates episodes
+``r, r+W, ...``; the algorithm gathers per-episode results across ranks.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from metarec.data.family import TaskFamily
+from metarec.data.sampler import EpisodeIndices, EpisodeSampler, EpisodeSpec
+from metarec.episode import Episode
+from metarec.models.features import FeatureStore
+
+
+class EpisodeDataset(Dataset):
+    """Map-style dataset: item ``i`` is episode ``i`` of a sampler's stream, with model inputs."""
+
+    def __init__(self, sampler: EpisodeSampler, features: FeatureStore, length: int) -> None:
+        self.sampler = sampler
+        self.features = features
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def indices(self, i: int) -> EpisodeIndices:
+        return self.sampler.sample(i)
+
+    def __getitem__(self, i: int) -> Episode:
+        e = self.sampler.sample(i)
+        return Episode(
+            support_x=self.features(e.support_idx), support_y=e.support_y,
+            query_x=self.features(e.query_idx), query_y=e.query_y,
+            classes=e.classes, family=self.sampler.family.name, task=e.task,
+            support_idx=e.support_idx, query_idx=e.query_idx, index=e.index,
+        )
+
+
+class MetaBatchSampler(Sampler[list[int]]):
+    """Yields, for each remaining training step, this rank's meta-batch of episode indices."""
+
+    def __init__(self, meta_batch_size: int, max_steps: int, world: Callable[[], tuple[int, int, int]]) -> None:
+        self.meta_batch_size = meta_batch_size
+        self.max_steps = max_steps
+        self.world = world  # () -> (start_step, rank, world_size), read when iteration starts
+
+    def __len__(self) -> int:
+        start, _, _ = self.world()
+        return max(self.max_steps - start, 0)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        start, rank, size = self.world()
+        b = self.meta_batch_size
+        for t in range(start, self.max_steps):
+            first = (t * size + rank) * b
+            yield list(range(first, first + b))
+
+
+class ShardSampler(Sampler[int]):
+    """Episodes ``rank, rank + W, ...`` of a fixed evaluation set."""
+
+    def __init__(self, n: int, world: Callable[[], tuple[int, int, int]]) -> None:
+        self.n = n
+        self.world = world
+
+    def __len__(self) -> int:
+        _, rank, size = self.world()
+        return len(range(rank, self.n, size))
+
+    def __iter__(self) -> Iterator[int]:
+        _, rank, size = self.world()
+        return iter(range(rank, self.n, size))
+
+
+def _first(batch: list[Episode]) -> Episode:
+    return batch[0]
+
+
+def _as_list(batch: list[Episode]) -> list[Episode]:
+    return batch
+
+
+class EpisodicDataModule(L.LightningDataModule):
+    """Episodes of one task family for fit / validate / test.
+
+    Args:
+        family: the task family.
+        features: model inputs for the family's corpus rows.
+        n_way, n_shot, n_query: episode shape (config values).
+        meta_batch_size: episodes per optimizer step and rank.
+        max_steps: training steps (the training stream's length).
+        seed: seed of the training stream.
+        eval_seed: seed of the fixed validation and test episode sets.
+        val_episodes, test_episodes: sizes of those sets (fixed-support tasks such as the
+            ARSC meta-test count one episode per task, whatever ``test_episodes`` says).
+        num_workers: DataLoader workers (0: episodes are cheap lookups).
+    """
+
+    def __init__(
+        self,
+        family: TaskFamily,
+        features: FeatureStore,
+        n_way: int,
+        n_shot: int,
+        n_query: int,
+        meta_batch_size: int = 4,
+        max_steps: int = 100,
+        seed: int = 0,
+        eval_seed: int = 1234,
+        val_episodes: int = 100,
+        test_episodes: int = 600,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.family = family
+        self.features = features
+        self.spec = EpisodeSpec(n_way, n_shot, n_query)
+        self.meta_batch_size = int(meta_batch_size)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self.eval_seed = int(eval_seed)
+        self.val_episodes = int(val_episodes)
+        self.test_episodes = int(test_episodes)
+        self.num_workers = num_workers
+        self._samplers: dict[str, EpisodeSampler] = {}
+
+    def sampler(self, split: str) -> EpisodeSampler:
+        """The (validated, cached) sampler of a split; building it checks n_way / n_shot."""
+        if split not in self._samplers:
+            seed = self.seed if split == "train" else self.eval_seed
+            self._samplers[split] = EpisodeSampler(self.family, split, self.spec, seed)
+        return self._samplers[split]
+
+    def n_eval_episodes(self, split: str) -> int:
+        tasks = self.family.tasks(split)
+        if all(t.fixed for t in tasks):
+            return len(tasks)
+        return self.val_episodes if split == "val" else self.test_episodes
+
+    def eval_dataset(self, split: str) -> EpisodeDataset:
+        return EpisodeDataset(self.sampler(split), self.features, self.n_eval_episodes(split))
+
+    def _world(self) -> tuple[int, int, int]:
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0, 1
+        return int(trainer.global_step), int(trainer.global_rank), int(trainer.world_size)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        # Build samplers early so bad n_way/n_shot fail before any training.
+        for split in ("train", "val") if stage in (None, "fit") else ("test",) if stage == "test" else ("val",):
+            self.sampler(split)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = EpisodeDataset(self.sampler("train"), self.features, length=2**62)
+        return DataLoader(ds, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self._world),
+                          collate_fn=_as_list, num_workers=self.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        ds = self.eval_dataset(split)
+        return DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), self._world), collate_fn=_first,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

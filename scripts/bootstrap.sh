@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Creates (once) the project-local virtualenv .venv with everything metarec needs.
+#
+# Why this is a script and not just `pip install -e .`:
+#  * learn2learn 0.2.0 is an sdist whose generated C files predate Python 3.11
+#    (learnables/learn2learn#413). We re-cythonize its three .pyx files with Cython 3
+#    and build it without build isolation.
+#  * learn2learn imports torchvision, gym and qpth at import time but also asks for gsutil,
+#    which we never need: it is installed with --no-deps and its real needs are listed below.
+#  * torch and torchvision must be a pair that imports together (2.14.1 / 0.29.1 here).
+# The stamp file records the hash of this script + pyproject.toml: editing either rebuilds.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${METAREC_VENV:-$root/.venv}"
+py="${PYTHON:-python3}"
+stamp="$venv/.metarec-bootstrap"
+want="$(cat "$root/scripts/bootstrap.sh" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+log "setting up $venv (first use; a few minutes)"
+if [[ ! -x "$venv/bin/python" ]]; then
+  "$py" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+"${pip[@]}" install --upgrade pip setuptools wheel
+
+TORCH_SPEC="${METAREC_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+  log "installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  "${pip[@]}" install $TORCH_SPEC
+fi
+
+if ! "$venv/bin/python" -c "import learn2learn" >/dev/null 2>&1; then
+  log "building learn2learn 0.2.0 from its sdist with Cython 3"
+  "${pip[@]}" install "cython>=3,<4" numpy scipy requests tqdm "gym>=0.14" "qpth>=0.0.15"
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  "${pip[@]}" download --no-deps --no-binary :all: learn2learn==0.2.0 -d "$work"
+  tar -xzf "$work"/learn2learn-0.2.0.tar.gz -C "$work"
+  src="$work/learn2learn-0.2.0"
+  for pyx in "$src"/learn2learn/data/*.pyx; do
+    "$venv/bin/cython" -3 --directive embedsignature=True "$pyx" -o "${pyx%.pyx}.c"
+  done
+  "${pip[@]}" install --no-build-isolation --no-deps "$src"
+fi
+
+log "installing metarec and its dependencies"
+"${pip[@]}" install -e "$root[dev]"
+"$venv/bin/python" -c "import learn2learn, torch, torchvision, transformers, lightning, metarec" \
+  || { log "import check failed"; exit 1; }
+echo "$want" > "$stamp"
+log "done"
