@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import warnings
 import os
 import sys
 from pathlib import Path
@@ -96,8 +97,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("kind", nargs="?", choices=["algorithms", "families", "encoders", "experiments"])
     p.set_defaults(fn=cmd_list)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # Hydra overrides may come after options (`bench SUITE --force seed=1`).
+    bad = [a for a in extra if "=" not in a or a.startswith("-")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra:
+        args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Lightning's start-up tips and known-harmless warnings would bury metarec's own output.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    for pattern in (".*transfer_batch_to_device.*", ".*LeafSpec.*", ".*smaller than the logging interval.*"):
+        warnings.filterwarnings("ignore", message=pattern)
     from metarec.data.corpus import DataError
     from metarec.registry import UnknownNameError
 

@@ -8,5 +8,11 @@ from metarec.algorithms.base import MetaLearner
 from metarec.algorithms.protonet import NearestPrototype, ProtoNet
 from metarec.algorithms.maml import FOMAML, MAML
 from metarec.algorithms.anil import ANIL
+from metarec.algorithms.linear_probe import LinearProbe
+from metarec.algorithms.finetune import FineTune
+from metarec.algorithms.lora import LoRA
+from metarec.algorithms.transfer import Baseline, BaselinePP
+from metarec.algorithms.metasgd import MetaSGD
 
 __all__ = ["MetaLearner", "ProtoNet", "NearestPrototype", "MAML", "FOMAML", "ANIL"]
+__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MetaSGD"]

@@ -260,6 +260,49 @@ CATEGORIES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
+# Decoy categories are sold in the same catalog but never labeled: titles mention them as
+# cross-sell or "compatible with" noise. Because the same decoys appear in every labeled
+# category, a representation learned on training categories can learn to discount them,
+# while raw similarity is dominated by them.
+DECOY_CATEGORIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "garden hoses": (("garden hose", "expandable hose", "hose reel", "spray nozzle"),
+                     ("50 ft", "kink free", "brass fittings", "watering", "lawn", "patio",
+                      "outdoor faucet", "spray patterns", "drip irrigation", "backyard")),
+    "vacuum cleaners": (("vacuum cleaner", "robot vacuum", "cordless vacuum", "stick vacuum"),
+                        ("suction power", "hepa filter", "pet hair", "dust bin", "carpet cleaning",
+                         "edge brush", "self emptying", "cyclonic", "crevice tool", "mopping")),
+    "sunglasses": (("sunglasses", "aviators", "polarized shades", "sport glasses"),
+                   ("uv400 protection", "polarized lenses", "glare", "metal frame", "mirrored",
+                    "driving", "beach", "hinges", "cat eye", "tinted")),
+    "water bottles": (("water bottle", "insulated tumbler", "sports bottle", "flask"),
+                      ("32 oz", "vacuum insulated", "leak proof lid", "straw lid", "keeps drinks cold",
+                       "hydration", "wide mouth", "sweat free", "cup holder", "carabiner")),
+    "wall clocks": (("wall clock", "alarm clock", "desk clock", "cuckoo clock"),
+                    ("silent movement", "roman numerals", "battery operated", "ticking", "snooze",
+                     "pendulum", "clock hands", "large numbers", "hanging", "digital display")),
+    "backpacks": (("backpack", "daypack", "laptop backpack", "rucksack"),
+                  ("padded straps", "15.6 inch laptop", "anti theft", "water resistant", "school",
+                   "travel", "chest strap", "usb charging port", "25l", "bottle pocket")),
+    "electric toothbrushes": (("electric toothbrush", "sonic toothbrush", "brush heads", "water flosser"),
+                              ("plaque removal", "2 minute timer", "whitening mode", "gum care",
+                               "pressure sensor", "dental", "bristles", "oral care", "toothpaste", "rechargeable")),
+    "guitar strings": (("guitar strings", "acoustic strings", "bass strings", "string set"),
+                       ("phosphor bronze", "light gauge", "nickel wound", "tone", "fretboard",
+                        "coated strings", "tuning", "electric guitar", "ball end", "picks")),
+    "baby strollers": (("baby stroller", "jogging stroller", "travel system", "pram"),
+                       ("one hand fold", "infant car seat", "canopy", "five point harness", "newborn",
+                        "toddler", "storage basket", "all wheel suspension", "recline", "cup holder tray")),
+    "bird feeders": (("bird feeder", "hummingbird feeder", "suet cage", "birdhouse"),
+                     ("squirrel proof", "wild bird seed", "perches", "hanging hook", "finches",
+                      "cardinals", "nectar", "feeding ports", "garden decor", "weatherproof")),
+    "bath towels": (("bath towel", "towel set", "hand towels", "beach towel"),
+                    ("absorbent", "600 gsm", "quick dry", "terry", "bathroom",
+                     "washcloths", "plush", "hotel quality", "lint free", "spa")),
+    "power drills": (("power drill", "cordless drill", "impact driver", "hammer drill"),
+                     ("20v battery", "torque", "drill bits", "chuck", "brushless motor",
+                      "screws", "led work light", "variable speed trigger", "masonry", "keyless")),
+}
+
 # Shared attribute vocabularies: used with the same distribution in every category, so
 # they carry no label information but dominate raw similarity of short titles.
 BRANDS: tuple[str, ...] = (
@@ -478,30 +521,41 @@ def _flip_labels(rng: np.random.Generator, labels: np.ndarray, n_classes: int, n
     return np.where(flip, (labels + shift) % n_classes, labels)
 
 
+def _source(fn: str, seed: int, knobs: dict) -> str:
+    """The call that reproduces a corpus, recorded as its ``source``."""
+    return f"metarec.data.synthetic.{fn}(seed={seed}, " + ", ".join(f"{k}={v!r}" for k, v in knobs.items()) + ")"
+
+
 def make_catalog(
     seed: int = 0,
     n_categories: int = 24,
     per_category: int = 80,
     specific_words: int = 2,
     n_shared_words: int = 5,
-    distractor_rate: float = 0.5,
+    n_distractors: int = 4,
+    distractor_rate: float = 0.75,
+    decoy_fraction: float = 1.0,
     label_noise: float = 0.0,
 ) -> LabeledCorpus:
     """Generates product titles labeled with their product category.
 
-    A title is ``brand`` + ``n_shared_words`` shared attribute phrases (colors, sizes,
-    materials, marketing) + ``specific_words`` phrases of its own category (always one head
-    noun, then features) + with probability ``distractor_rate`` one phrase of another
-    category, in shuffled order.
+    A title is a brand, then in shuffled order: ``specific_words`` phrases of its own
+    category (head nouns or features), ``n_shared_words`` shared attribute phrases (colors,
+    sizes, materials, marketing), and ``Binomial(n_distractors, distractor_rate)`` phrases
+    typical of another category: with probability ``decoy_fraction`` an unlabeled decoy
+    category (:data:`DECOY_CATEGORIES`), else another labeled category.
 
     Args:
         seed: seed of the only random generator used.
-        n_categories: number of categories, at most ``len(CATEGORIES)``; the first ones in
-            ``CATEGORIES`` order, which interleaves departments.
+        n_categories: number of labeled categories, at most ``len(CATEGORIES)``; the first
+            ones in ``CATEGORIES`` order, which interleaves departments.
         per_category: titles per category.
-        specific_words: category-specific phrases per title (>= 1; the first is a head noun).
+        specific_words: phrases of the title's own category (>= 1).
         n_shared_words: shared attribute phrases per title, besides the brand.
-        distractor_rate: probability that a title also holds a phrase of another category.
+        n_distractors: most phrases of other categories per title.
+        distractor_rate: probability of each of the ``n_distractors`` phrases.
+        decoy_fraction: share of distractor phrases from decoy (never labeled) categories;
+            the rest come from other labeled categories, which no learned map can discount.
         label_noise: fraction of labels replaced by a random other category.
 
     Returns:
@@ -510,36 +564,39 @@ def make_catalog(
     Raises:
         DataError: for knobs out of range.
     """
-    names = list(CATEGORIES)
-    if not 2 <= n_categories <= len(names):
-        raise DataError(f"synthetic catalog: n_categories must lie in [2, {len(names)}], got {n_categories}")
-    if specific_words < 1 or n_shared_words < 0 or per_category < 1:
-        raise DataError("synthetic catalog: need specific_words >= 1, n_shared_words >= 0, per_category >= 1")
-    _check_fraction("distractor_rate", distractor_rate)
-    _check_fraction("label_noise", label_noise)
+    names = list(CATEGORIES)[:n_categories]
+    if not 2 <= n_categories <= len(CATEGORIES):
+        raise DataError(f"synthetic catalog: n_categories must lie in [2, {len(CATEGORIES)}], got {n_categories}")
+    if specific_words < 1 or n_shared_words < 0 or n_distractors < 0 or per_category < 1:
+        raise DataError("synthetic catalog: need specific_words >= 1, n_shared_words >= 0, "
+                        "n_distractors >= 0, per_category >= 1")
+    for k, v in dict(distractor_rate=distractor_rate, decoy_fraction=decoy_fraction, label_noise=label_noise).items():
+        _check_fraction(k, v)
     rng = np.random.default_rng(seed)
-    names = names[:n_categories]
-    departments = sorted({CATEGORIES[c][0] for c in names})
+    decoys = [n + f for n, f in DECOY_CATEGORIES.values()]
     texts, labels = [], []
     for c, cat in enumerate(names):
         _, nouns, features = CATEGORIES[cat]
+        own = nouns + features
         for _ in range(per_category):
-            pool = nouns + features
-            specific = [pool[i] for i in rng.choice(len(pool), specific_words, replace=False)]
-            shared = [_pick(rng, SHARED_VOCABULARIES[int(rng.integers(len(SHARED_VOCABULARIES)))])
+            parts = [own[i] for i in rng.choice(len(own), specific_words, replace=False)]
+            parts += [_pick(rng, SHARED_VOCABULARIES[int(rng.integers(len(SHARED_VOCABULARIES)))])
                       for _ in range(n_shared_words)]
-            parts = specific + shared
-            if rng.random() < distractor_rate:
-                other = names[(c + int(rng.integers(1, n_categories))) % n_categories]
-                _, o_nouns, o_features = CATEGORIES[other]
-                parts.append(_pick(rng, o_nouns + o_features))
-            order = rng.permutation(len(parts))
-            texts.append(" ".join([_pick(rng, BRANDS)] + [parts[i] for i in order]))
+            for _ in range(int(rng.binomial(n_distractors, distractor_rate))):
+                if rng.random() < decoy_fraction:
+                    pool = decoys[int(rng.integers(len(decoys)))]
+                else:
+                    _, o_nouns, o_features = CATEGORIES[names[(c + int(rng.integers(1, n_categories))) % n_categories]]
+                    pool = o_nouns + o_features
+                parts.append(_pick(rng, pool))
+            texts.append(" ".join([_pick(rng, BRANDS)] + [parts[i] for i in rng.permutation(len(parts))]))
             labels.append(c)
     y = _flip_labels(rng, np.asarray(labels), n_categories, label_noise)
+    departments = sorted({CATEGORIES[c][0] for c in names})
     dept_id = {d: i for i, d in enumerate(departments)}
     knobs = dict(n_categories=n_categories, per_category=per_category, specific_words=specific_words,
-                 n_shared_words=n_shared_words, distractor_rate=distractor_rate, label_noise=label_noise)
+                 n_shared_words=n_shared_words, n_distractors=n_distractors, distractor_rate=distractor_rate,
+                 decoy_fraction=decoy_fraction, label_noise=label_noise)
     return LabeledCorpus(
         texts=texts,
         labels=y,
@@ -547,7 +604,7 @@ def make_catalog(
         groups=np.array([dept_id[CATEGORIES[names[i]][0]] for i in y]),
         group_names=departments,
         name="synthetic_catalog",
-        source=f"metarec.data.synthetic.make_catalog(seed={seed}, " + ", ".join(f"{k}={v}" for k, v in knobs.items()) + ")",
+        source=_source("make_catalog", seed, knobs),
     )
 
 
@@ -626,7 +683,7 @@ def make_reviews(
         groups=np.asarray(groups),
         group_names=domains,
         name="synthetic_reviews",
-        source=f"metarec.data.synthetic.make_reviews(seed={seed}, " + ", ".join(f"{k}={v}" for k, v in knobs.items()) + ")",
+        source=_source("make_reviews", seed, knobs),
     )
 
 

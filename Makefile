@@ -1,0 +1,17 @@
+# The README's two commands. Each installs the project-local .venv on first use
+# (scripts/bootstrap.sh: torch/torchvision pair, learn2learn rebuilt with Cython 3, metarec).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: quickstart test venv bench-throughput
+
+venv:
+	@bash scripts/bootstrap.sh
+
+quickstart: venv
+	$(VENV)/bin/metarec bench benchmarks/suites/quickstart.yaml
+
+test: venv
+	$(PY) -m pytest -q

@@ -1,0 +1,188 @@
+"""Baseline and Baseline++ (Chen et al., ICLR 2019, "A Closer Look at Few-shot Classification",
+arXiv:1904.04232): plain supervised pre-training on all meta-training classes, then a new
+classifier per test episode.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarec.algorithms.base import MetaLearner, concat_inputs
+from metarec.algorithms.linear_probe import fit_head
+from metarec.data.family import TaskFamily
+from metarec.episode import Episode
+from metarec.models.heads import LinearHead, class_means
+from metarec.registry import ALGORITHMS
+
+HEADS = ("linear", "cosine")
+
+
+class CosineHead(nn.Module):
+    """Scaled cosine-similarity classifier ``(batch, dim) -> (batch, n_way)`` (Baseline++).
+
+    Logits are ``scale * cos(z, w_c)``: every class weight is compared by angle only, which
+    Chen et al. find reduces intra-class variation of the learned features.
+    """
+
+    def __init__(self, dim: int, n_way: int, scale: float = 10.0) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.empty(n_way, dim))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.scale * F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).T
+
+
+@ALGORITHMS.register("baseline")
+class Baseline(MetaLearner):
+    """Multi-task pre-training on the meta-training classes, a new head per test episode.
+
+    Training (the multi-task stage) ignores the episode structure: every training step pools
+    the support and query rows of its meta-batch of training episodes and trains the encoder's
+    trainable part (freeze policy) plus one classifier over *all* meta-training classes,
+    using the family's global class ids. Drawing the rows from the datamodule's training
+    stream keeps the stream's seeding, DDP sharding and resume, and guarantees that only
+    training-split rows are used; :meth:`global_labels` additionally refuses any class that is
+    not a meta-training class (a test relies on it).
+
+    Validation and test: the pre-trained encoder embeds the episode, a new head is fitted on
+    the support set inside :meth:`episode_forward` (timed in ``test/adapt_s``) by full-batch
+    L-BFGS — a logistic regression for ``head="linear"`` (Baseline), a cosine classifier
+    initialized at the normalized support prototypes for ``head="cosine"`` (Baseline++). The
+    pre-training head is discarded.
+
+    The class list comes from the datamodule's family in :meth:`setup` (or an explicit
+    :meth:`bind_family` call), before optimizers and checkpoint loading need the head.
+
+    Args:
+        head: ``"linear"`` or ``"cosine"`` (both stages).
+        scale: logit scale of cosine heads.
+        l2: L2 penalty of the per-episode linear head (``mean CE + l2/2 ||W||^2``).
+        max_iter: L-BFGS iterations of the per-episode head.
+        normalize: L2-normalize embeddings before the per-episode linear fit.
+        **kwargs: see :class:`MetaLearner`.
+    """
+
+    head_default: ClassVar[str] = "linear"
+
+    def __init__(
+        self,
+        head: Optional[str] = None,
+        scale: float = 10.0,
+        l2: float = 1e-3,
+        max_iter: int = 100,
+        normalize: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.head_kind = head or self.head_default
+        if self.head_kind not in HEADS:
+            raise ValueError(f"{type(self).__name__} head must be one of {HEADS}, got {self.head_kind!r}")
+        self.scale = float(scale)
+        self.l2 = float(l2)
+        self.max_iter = int(max_iter)
+        self.normalize = bool(normalize)
+        self.train_classes: list[str] = []
+        self.family_name = ""
+        self._class_index: dict[str, int] = {}
+        self.train_head: Optional[nn.Module] = None
+        #: Names of every class the multi-task stage has trained on (tests check it).
+        self.seen_classes: set[str] = set()
+
+    # -- the global label space -------------------------------------------------------------
+    def _make_head(self, n_classes: int) -> nn.Module:
+        if self.head_kind == "cosine":
+            return CosineHead(self.encoder.dim, n_classes, self.scale)
+        # Not zero-initialized: a zero head sends no gradient to the encoder at first.
+        return LinearHead(self.encoder.dim, n_classes, zero_init=False)
+
+    def bind_family(self, family: TaskFamily) -> None:
+        """Builds the pre-training classifier over the meta-training classes of ``family``."""
+        names = [family.class_names[c] for c in family.split_classes("train")]
+        if len(set(family.class_names)) != len(family.class_names):
+            raise ValueError(f"family {family.name!r} has duplicated class names; {type(self).__name__} maps names to ids")
+        if self.train_head is not None:
+            if names != self.train_classes:
+                raise RuntimeError(f"{type(self).__name__} is bound to the training classes of family "
+                                   f"{self.family_name!r} and cannot be re-bound to {family.name!r}")
+            return
+        self.family_name = family.name
+        self.train_classes = names
+        self._class_index = {n: i for i, n in enumerate(names)}
+        self.train_head = self._make_head(len(names)).to(self.device)
+
+    def setup(self, stage: str) -> None:
+        if self.train_head is not None:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        family = getattr(dm, "family", None)
+        if family is None:
+            raise RuntimeError(f"{type(self).__name__} needs the family's class list: run it with an "
+                               "EpisodicDataModule, or call bind_family(family) before fit/test")
+        self.bind_family(family)
+
+    def global_labels(self, episode: Episode) -> Tensor:
+        """Pre-training class id of each episode label ``(n_way,)``; only meta-training classes."""
+        ids = []
+        for name in episode.classes:
+            if name not in self._class_index:
+                raise RuntimeError(
+                    f"{type(self).__name__}: episode {episode.index} (task {episode.task!r}, family "
+                    f"{episode.family!r}) holds class {name!r}, which is not a meta-training class of "
+                    f"{self.family_name!r}; the multi-task stage must never see validation or test classes"
+                )
+            ids.append(self._class_index[name])
+        return torch.tensor(ids, dtype=torch.long, device=episode.support_y.device)
+
+    # -- multi-task stage -------------------------------------------------------------------
+    def training_step(self, batch: list[Episode], batch_idx: int) -> Tensor:
+        if self.train_head is None:
+            raise RuntimeError(f"{type(self).__name__}.training_step before bind_family/setup")
+        x: Any = None
+        ys = []
+        for episode in batch:
+            ids = self.global_labels(episode)
+            ep_x = concat_inputs(episode.support_x, episode.query_x)
+            x = ep_x if x is None else concat_inputs(x, ep_x)
+            ys.append(ids[torch.cat([episode.support_y, episode.query_y])])
+            self.seen_classes.update(episode.classes)
+        y = torch.cat(ys)
+        logits = self.train_head(self.encoder(x))
+        loss = F.cross_entropy(logits, y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/acc", self._accuracy(logits.detach(), y), prog_bar=True, batch_size=len(batch))
+        return loss
+
+    # -- a new head per episode -------------------------------------------------------------
+    def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            support, query = self.embed_episode(episode)
+        support, query = support.float(), query.float()
+        n_way = episode.n_way
+        head: nn.Module
+        if self.head_kind == "cosine":
+            head = CosineHead(support.shape[1], n_way, self.scale).to(support.device)
+            with torch.no_grad():
+                head.weight.copy_(F.normalize(class_means(support, episode.support_y, n_way), dim=-1))
+            # No penalty: a cosine head's weight norms do not change its logits.
+            fit_head(head, support, episode.support_y, l2=0.0, max_iter=self.max_iter)
+        else:
+            if self.normalize:
+                support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
+            head = LinearHead(support.shape[1], n_way).to(support.device)
+            fit_head(head, support, episode.support_y, l2=self.l2, max_iter=self.max_iter)
+        with torch.no_grad():
+            logits = head(query)
+        return F.cross_entropy(logits, episode.query_y), logits
+
+
+@ALGORITHMS.register("baseline_pp")
+class BaselinePP(Baseline):
+    """Baseline++: :class:`Baseline` with cosine classifiers in both stages."""
+
+    head_default = "cosine"

@@ -1,0 +1,1 @@
+"""Benchmark suites: expansion into cells, a resumable run store, reports."""

@@ -1,0 +1,174 @@
+"""Paper-style tables from a run store (no re-running): Markdown, CSV, LaTeX, plots."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from metarec.bench.store import RunStore, atomic_write_text
+from metarec.bench.suite import Cell, Suite
+from metarec.evaluation.stats import mean_ci95, paired_test
+from metarec.evaluation.tables import format_acc, markdown_table
+
+
+class EpisodeMismatchError(ValueError):
+    """Two runs to be paired were evaluated on different episodes."""
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    key: str
+    result: dict[str, Any]
+    episodes: list[dict[str, Any]]
+
+    @property
+    def accs(self) -> np.ndarray:
+        return np.array([e["acc"] for e in self.episodes], dtype=np.float64)
+
+
+def paired_cells(a: CellResult, b: CellResult) -> tuple[np.ndarray, np.ndarray]:
+    """Per-episode accuracies of two cells on the same episodes, or EpisodeMismatchError."""
+    if a.result["episode_set"] != b.result["episode_set"]:
+        raise EpisodeMismatchError(
+            f"cannot pair {a.cell.id} with {b.cell.id}: episode sets differ "
+            f"({a.result['episode_set']} vs {b.result['episode_set']})"
+        )
+    return a.accs, b.accs
+
+
+def _group(results: list[CellResult]) -> dict[tuple[str, int], dict[str, list[CellResult]]]:
+    out: dict[tuple[str, int], dict[str, list[CellResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        out[(r.cell.family, r.cell.n_shot)][r.cell.method].append(r)
+    return out
+
+
+def summarize(suite: Suite, results: list[CellResult]) -> list[dict[str, Any]]:
+    """One row per (family, n_shot, method) with accuracy, paired Δ vs the reference, costs."""
+    rows = []
+    for (family, shot), by_method in _group(results).items():
+        ref = by_method.get(suite.reference or "", [])
+        ref_by_seed = {r.cell.seed: r for r in ref}
+        for method in suite.methods:
+            cells = sorted(by_method.get(method, []), key=lambda r: r.cell.seed)
+            if not cells:
+                continue
+            per_seed = [float(r.accs.mean()) for r in cells]
+            pooled = np.concatenate([r.accs for r in cells])
+            mean, ci = mean_ci95(pooled) if len(cells) == 1 else (float(np.mean(per_seed)), math.nan)
+            row: dict[str, Any] = {
+                "family": family, "n_way": cells[0].result.get("n_way"), "n_shot": shot, "method": method,
+                "seeds": len(cells), "episodes": int(sum(len(r.episodes) for r in cells)),
+                "acc": mean, "acc_ci95": ci,
+                "acc_seed_std": float(np.std(per_seed, ddof=1)) if len(cells) > 1 else math.nan,
+                "adapt_ms": 1000 * float(np.mean([r.result.get("adapt_s_per_episode", math.nan) for r in cells])),
+                "fit_s": float(np.mean([r.result.get("fit_seconds", 0.0) for r in cells])),
+                "peak_mb": float(max(r.result.get("peak_rss_mb", math.nan) for r in cells)),
+                "episode_set": cells[0].result["episode_set"],
+            }
+            row.update(diff=math.nan, diff_ci95=math.nan, p_value=math.nan, paired="")
+            if suite.reference and method != suite.reference and ref_by_seed:
+                try:
+                    a_all, b_all = [], []
+                    for r in cells:
+                        if r.cell.seed not in ref_by_seed:
+                            raise EpisodeMismatchError(f"no {suite.reference} run for seed {r.cell.seed}")
+                        a, b = paired_cells(r, ref_by_seed[r.cell.seed])
+                        a_all.append(a)
+                        b_all.append(b)
+                    pr = paired_test(np.concatenate(a_all), np.concatenate(b_all))
+                    row.update(diff=pr.mean_diff, diff_ci95=pr.ci95, p_value=pr.p_value, paired=f"paired t, n={pr.n}")
+                except EpisodeMismatchError as e:
+                    row["paired"] = f"refused: {e}"
+            rows.append(row)
+    return rows
+
+
+def _acc_cell(row: dict[str, Any]) -> str:
+    if row["seeds"] > 1:
+        return f"{100 * row['acc']:.1f} ± {100 * row['acc_seed_std']:.1f} (std, {row['seeds']} seeds)"
+    return format_acc(row["acc"], row["acc_ci95"])
+
+
+def _diff_cell(row: dict[str, Any]) -> str:
+    if row["paired"].startswith("refused"):
+        return "refused (episodes differ)"
+    if math.isnan(row["diff"]):
+        return "—"
+    p = row["p_value"]
+    return f"{100 * row['diff']:+.1f} ± {100 * row['diff_ci95']:.1f} (p={p:.2g})"
+
+
+def markdown_report(suite: Suite, rows: list[dict[str, Any]]) -> str:
+    title = f"## {suite.name}" + (" — synthetic data" if suite.synthetic else "")
+    parts = [title]
+    if suite.description:
+        parts.append(suite.description.strip())
+    parts.append(
+        "Accuracy (%) on the fixed test episodes: mean ± 95% CI over episodes (one seed) or mean ± std of "
+        f"per-seed means (several seeds). Δ: paired difference to `{suite.reference}` on the same episodes "
+        "(mean ± 95% CI, paired t-test p)." if suite.reference else
+        "Accuracy (%) on the fixed test episodes: mean ± 95% CI over episodes."
+    )
+    header = ["family", "way", "shot", "method", "accuracy", "Δ vs ref", "episodes", "adapt ms/ep", "fit s", "peak MB"]
+    body = [[r["family"], r["n_way"], r["n_shot"], r["method"], _acc_cell(r), _diff_cell(r), r["episodes"],
+             f"{r['adapt_ms']:.1f}", f"{r['fit_s']:.0f}", f"{r['peak_mb']:.0f}"] for r in rows]
+    parts.append(("**Measured (synthetic data)**" if suite.synthetic else "**Measured**") + "\n\n" + markdown_table(header, body))
+    if suite.reported:
+        rep = [[r.get("family", ""), r.get("n_shot", ""), r["method"], f"{float(r['value']):.2f}", r["source"]]
+               for r in suite.reported]
+        parts.append("**Reported** (copied from the cited papers, not measured here)\n\n"
+                     + markdown_table(["family", "shot", "method", "accuracy", "source"], rep))
+    refused = [r["paired"] for r in rows if r["paired"].startswith("refused")]
+    if refused:
+        parts.append("Refused pairings:\n" + "\n".join(f"- {m}" for m in refused))
+    return "\n\n".join(parts) + "\n"
+
+
+def latex_report(suite: Suite, rows: list[dict[str, Any]]) -> str:
+    lines = [r"\begin{tabular}{lllrl}", r"\toprule", r"Family & Shot & Method & Accuracy (\%) & $\Delta$ \\", r"\midrule"]
+    for r in rows:
+        acc = _acc_cell(r).replace("±", r"$\pm$")
+        diff = _diff_cell(r).replace("±", r"$\pm$")
+        lines.append(f"{r['family']} & {r['n_shot']} & {r['method'].replace('_', chr(92) + '_')} & {acc} & {diff} \\\\")
+    if suite.reported:
+        lines.append(r"\midrule")
+        lines.append(r"\multicolumn{5}{l}{\emph{Reported}} \\")
+        for r in suite.reported:
+            lines.append(f"{r.get('family', '')} & {r.get('n_shot', '')} & {r['method']} & {float(r['value']):.2f} & {r['source']} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(suite: Suite, store: RunStore, results: list[CellResult], latex: bool = False) -> tuple[str, list[Path]]:
+    """Writes report.md, report.csv (and report.tex), plots; returns the Markdown and files."""
+    import pandas as pd
+
+    from metarec.evaluation.plots import plot_shots_curve, plot_task_bars
+
+    rows = summarize(suite, results)
+    md = markdown_report(suite, rows)
+    files = [store.root / "report.md", store.root / "report.csv"]
+    atomic_write_text(files[0], md)
+    atomic_write_text(files[1], pd.DataFrame(rows).to_csv(index=False))
+    if latex:
+        files.append(store.root / "report.tex")
+        atomic_write_text(files[-1], latex_report(suite, rows))
+    files += plot_shots_curve(rows, store.root / "plots", synthetic=suite.synthetic)
+    files += plot_task_bars(results, store.root / "plots", synthetic=suite.synthetic)
+    return md, files
+
+
+def collect(store: RunStore, keyed_cells: list[tuple[Cell, str]]) -> list[CellResult]:
+    out = []
+    for cell, key in keyed_cells:
+        res: Optional[dict[str, Any]] = store.load(key)
+        if res is not None:
+            out.append(CellResult(cell, key, res, store.episodes(key)))
+    return out

@@ -1,0 +1,113 @@
+"""``metarec bench SUITE``: run every unfinished cell of a suite, then write its tables."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from metarec.bench.report import collect, write_reports
+from metarec.bench.store import RunStore, environment
+from metarec.bench.suite import Cell, config_hash, load_suite
+from metarec.log import get_logger
+
+log = get_logger(__name__)
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 50 ms), in MB;
+    on CUDA also the peak allocated GPU memory."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_rss_mb = 0.0
+        self.peak_cuda_mb: Optional[float] = None
+        self._stop = threading.Event()
+
+    def _poll(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while not self._stop.is_set():
+            self.peak_rss_mb = max(self.peak_rss_mb, proc.memory_info().rss / 2**20)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import torch
+
+        self._stop.set()
+        self._thread.join()
+        if torch.cuda.is_available():
+            self.peak_cuda_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+def run_cell(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool = False) -> dict[str, Any]:
+    """Runs one cell into its store directory and returns its result record."""
+    from metarec.training import run_experiment
+
+    cfg = cell.config()
+    d = store.prepare(key, force=force)
+    cfg.run_dir = str(d)
+    cfg.logger.group = suite_name
+    cfg.logger.run_name = cell.id
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        res = run_experiment(cfg, run_dir=d)
+    wall = time.perf_counter() - t0
+    adapt = [e["adapt_s"] for e in res.episodes]
+    record = {
+        "cell": cell.id, "method": cell.method, "family": cell.family, "n_way": int(cfg.episodes.n_way),
+        "n_shot": cell.n_shot, "seed": cell.seed, "config_hash": key, "metrics": res.metrics,
+        "episode_set": res.episode_set, "n_episodes": len(res.episodes),
+        "adapt_s_per_episode": sum(adapt) / max(len(adapt), 1), "fit_seconds": res.fit_seconds,
+        "test_seconds": res.test_seconds, "wall_seconds": wall, "peak_rss_mb": mem.peak_rss_mb,
+        "peak_cuda_mb": mem.peak_cuda_mb, "checkpoint": res.best_checkpoint, "trained": res.trained,
+        "label_map": res.label_map, "overrides": cell.overrides,
+    }
+    store.write(key, record, res.episodes, OmegaConf.to_yaml(cfg), environment())
+    return record
+
+
+def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, only: Optional[str] = None,
+              overrides: Sequence[str] = (), latex: bool = False, report_only: bool = False) -> int:
+    """Runs the suite's unfinished cells (all with ``force``), prints and writes the report."""
+    suite = load_suite(path)
+    rs = RunStore(store or Path("runs") / "bench" / suite.name)
+    cells = suite.cells(list(overrides))
+    if only:
+        cells = [c for c in cells if only in c.id]
+        if not cells:
+            raise ValueError(f"--only {only!r} matches no cell of {path}")
+    keyed = [(c, config_hash(c.config())) for c in cells]
+    todo = [(c, k) for c, k in keyed if force or not rs.finished(k)]
+    log.info("suite %s: %d cells, %d finished, %d to run; store %s", suite.name, len(keyed),
+             len(keyed) - len(todo), len(todo), rs.root)
+    if not report_only:
+        bar = tqdm(todo, desc=f"suite {suite.name}", unit="cell", position=0, leave=True, disable=None)
+        for cell, key in bar:
+            bar.set_postfix_str(cell.id)
+            rec = run_cell(cell, rs, key, suite.name, force=force)
+            tqdm.write(f"[{suite.name}] {cell.id}: acc {100 * rec['metrics']['test/acc']:.1f} "
+                       f"({rec['wall_seconds']:.0f} s)")
+    results = collect(rs, keyed)
+    md, files = write_reports(suite, rs, results, latex=latex)
+    print()
+    print(md)
+    print("written: " + ", ".join(str(f) for f in files))
+    missing = len(keyed) - len(results)
+    if missing:
+        log.warning("%d cells have no result yet", missing)
+    return 0

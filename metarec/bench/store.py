@@ -1,0 +1,121 @@
+"""The run store: one directory per cell, named by the hash of its resolved config.
+
+    <store>/<hash>/config.yaml      resolved config
+                   env.json         package versions, git commit, device
+                   episodes.jsonl   per-episode accuracy, predictions, fingerprints
+                   result.json      metrics, times, memory — written LAST, atomically
+
+A cell is finished iff ``result.json`` exists. Every file is written to a temporary name and
+renamed, so a killed run never leaves a half-written result; an unfinished cell directory is
+cleared and re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+RESULT = "result.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, git commit and device of this process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    pkgs = {}
+    for name in ("metarec", "torch", "transformers", "lightning", "learn2learn", "torchmetrics", "peft", "numpy"):
+        try:
+            pkgs[name] = version(name)
+        except PackageNotFoundError:
+            pkgs[name] = None
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name(0)
+    else:
+        device = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    device = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return {
+        "packages": pkgs, "python": platform.python_version(), "git_commit": commit, "git_dirty": dirty,
+        "device": device, "cuda": torch.cuda.is_available(), "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+    }
+
+
+class RunStore:
+    """Directory of cell results (see module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def cell_dir(self, key: str) -> Path:
+        return self.root / key
+
+    def finished(self, key: str) -> bool:
+        return (self.cell_dir(key) / RESULT).is_file()
+
+    def prepare(self, key: str, force: bool = False) -> Path:
+        """An empty directory for (re-)running a cell: leftovers of a killed run are cleared."""
+        d = self.cell_dir(key)
+        if d.exists() and (force or not self.finished(key)):
+            shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def write(self, key: str, result: dict[str, Any], episodes: list[dict[str, Any]], config_yaml: str,
+              env: dict[str, Any]) -> None:
+        d = self.cell_dir(key)
+        atomic_write_text(d / "config.yaml", config_yaml)
+        atomic_write_text(d / "env.json", json.dumps(env, indent=2))
+        atomic_write_text(d / "episodes.jsonl", "".join(json.dumps(e) + "\n" for e in episodes))
+        atomic_write_text(d / RESULT, json.dumps(result, indent=2))  # last: marks the cell finished
+
+    def load(self, key: str) -> Optional[dict[str, Any]]:
+        p = self.cell_dir(key) / RESULT
+        if not p.is_file():
+            return None
+        return json.loads(p.read_text())
+
+    def episodes(self, key: str) -> list[dict[str, Any]]:
+        p = self.cell_dir(key) / "episodes.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    def keys(self) -> Iterator[str]:
+        if self.root.is_dir():
+            for d in sorted(self.root.iterdir()):
+                if (d / RESULT).is_file():
+                    yield d.name

@@ -1,0 +1,467 @@
+"""ARSC: Amazon Review Sentiment Classification (Yu et al., NAACL 2018, arXiv:1805.07513).
+
+A directory in the ARSC layout holds ``<domain>.<t2|t4|t5>.<train|dev|test>`` files of
+``text<TAB>label`` lines (label ``1`` or ``-1``), ``workspace.filtered.list`` (the
+meta-training domains, one per line) and, in the full benchmark, ``workspace.target.list``
+(the meta-test domains). The family registered here as ``arsc`` follows the paper's protocol:
+
+* **meta-train**: one task per (domain, threshold) of the filtered list, 2-way
+  (negative, positive), episodes sampled from its ``.train`` file;
+* **meta-val**: the same tasks, episodes sampled from their ``.dev`` files;
+* **meta-test** (official): one *fixed* task per (target domain, threshold): the ``.train``
+  file IS the support set (5 per class, used as is, never resampled) and the whole ``.test``
+  file is the query set. Accuracy is reported per task and as the mean over tasks.
+
+Without ``workspace.target.list`` (the public copy of the training domains) there is no
+official meta-test. The family then says so in a warning and falls back to holding out some
+filtered domains (``holdout_domains``): they are left out of meta-training and evaluated like
+targets, with a support set of ``n_shot`` per class drawn once (seeded) from their ``.train``
+file and their whole ``.test`` file as queries. Such numbers are NOT comparable with the
+paper's. ``target_dir`` points the meta-test at another directory holding a target list (e.g.
+a small fixture made by :func:`make_target_fixture`).
+
+Labels are mapped once, ``-1 → negative`` and ``1 → positive``
+(:data:`ARSC_LABEL_MAP`, recorded in ``corpus.label_map`` and so with every result). Class
+names say which task they belong to: ``"apparel.t2:negative"``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from metarec.data.corpus import DataError, LabeledCorpus
+from metarec.data.family import Task, TaskFamily
+from metarec.data.readers import LabeledLines, ReadReport, read_labeled_lines
+from metarec.log import get_logger
+from metarec.registry import FAMILIES
+
+log = get_logger(__name__)
+
+#: Raw ARSC label → class name. Class id = position in :data:`LABEL_NAMES`.
+ARSC_LABEL_MAP: dict[str, str] = {"-1": "negative", "1": "positive"}
+LABEL_NAMES: list[str] = ["negative", "positive"]
+THRESHOLDS: tuple[str, ...] = ("t2", "t4", "t5")
+FILTERED_LIST = "workspace.filtered.list"
+TARGET_LIST = "workspace.target.list"
+#: Filtered domains held out as a stand-in meta-test when a directory has no target list.
+DEFAULT_HOLDOUT: tuple[str, ...] = ("camera_photo", "health_personal_care")
+#: Support examples per class of an ARSC target task.
+PROTOCOL_SHOT = 5
+ENV_DIR = "METAREC_ARSC_DIR"
+
+
+def arsc_path(directory: Path | str, domain: str, threshold: str, split: str) -> Path:
+    """``<directory>/<domain>.<threshold>.<split>``, e.g. ``apparel.t2.train``."""
+    return Path(directory) / f"{domain}.{threshold}.{split}"
+
+
+def read_domain_list(path: Path | str) -> list[str]:
+    """Domains of a ``workspace.*.list`` file, one per line (blank lines ignored).
+
+    Raises:
+        DataError: for a duplicated domain or a line with spaces, naming file and line.
+        FileNotFoundError: if the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    out: list[str] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if any(c.isspace() for c in name):
+            raise DataError(f"{path}, line {n}: a domain name has no spaces: {name!r}")
+        if name in out:
+            raise DataError(f"{path}, line {n}: domain {name!r} is listed twice")
+        out.append(name)
+    if not out:
+        raise DataError(f"{path}: lists no domains")
+    return out
+
+
+def resolve_data_dir(data_dir: Optional[str | Path]) -> Path:
+    """The ARSC directory: ``data_dir``, else ``$METAREC_ARSC_DIR``; it must hold a filtered list."""
+    if data_dir is None or str(data_dir) == "":
+        env = os.environ.get(ENV_DIR)
+        if not env:
+            raise DataError(f"arsc: no data_dir given and ${ENV_DIR} is not set")
+        data_dir = env
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"arsc: data_dir {path} is not a directory (resolved to {path.resolve()})")
+    if not (path / FILTERED_LIST).is_file():
+        found = sorted(p.name for p in path.iterdir())[:8]
+        raise DataError(f"arsc: {path} is not an ARSC directory: it has no {FILTERED_LIST} (found: {found})")
+    return path
+
+
+def _row_rng(seed: int, path: Path) -> np.random.Generator:
+    # One generator per file, keyed by the file's name: a file's subsample does not depend on
+    # which other files are read.
+    return np.random.default_rng([int(seed), zlib.crc32(path.name.encode())])
+
+
+def subsample_per_class(labels: np.ndarray, max_per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Positions keeping at most ``max_per_class`` of each label, drawn by ``rng``, in file order."""
+    keep = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        if len(pos) > max_per_class:
+            pos = rng.choice(pos, size=max_per_class, replace=False)
+        keep.append(pos)
+    return np.sort(np.concatenate(keep)) if keep else np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class _CorpusBuilder:
+    """Accumulates the rows of the files a family uses; row ``i`` of the corpus is row ``i`` here."""
+
+    texts: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
+    group_names: list[str] = field(default_factory=list)
+    _gid: dict[str, int] = field(default_factory=dict)
+
+    def group(self, name: str) -> int:
+        if name not in self._gid:
+            self._gid[name] = len(self.group_names)
+            self.group_names.append(name)
+        return self._gid[name]
+
+    def add(self, path: Path, lines: LabeledLines, task: str, positions: Optional[np.ndarray] = None) -> np.ndarray:
+        """Adds lines (all, or those at ``positions``) of ``path``; returns their corpus rows."""
+        g = self.group(task)
+        pos = range(len(lines)) if positions is None else positions.tolist()
+        start = len(self.texts)
+        for p in pos:
+            self.texts.append(lines.texts[p])
+            self.labels.append(LABEL_NAMES.index(ARSC_LABEL_MAP[lines.labels[p]]))
+            self.groups.append(g)
+            self.origins.append(f"{path}:{lines.lines[p]}")
+        return np.arange(start, len(self.texts), dtype=np.int64)
+
+    def class_ids(self, rows: np.ndarray) -> np.ndarray:
+        """Family class id of corpus rows: ``group * 2 + label`` (``"<task>:<label>"``)."""
+        g = np.asarray(self.groups, dtype=np.int64)[rows]
+        y = np.asarray(self.labels, dtype=np.int64)[rows]
+        return g * len(LABEL_NAMES) + y
+
+
+def _read(path: Path, lenient: bool, reports: list[ReadReport]) -> LabeledLines:
+    lines = read_labeled_lines(path, labels=ARSC_LABEL_MAP, lenient=lenient, log_skipped=False)
+    if lines.report.skipped:
+        reports.append(lines.report)
+    return lines
+
+
+def _labels_of(lines: LabeledLines) -> np.ndarray:
+    return np.array([LABEL_NAMES.index(ARSC_LABEL_MAP[x]) for x in lines.labels], dtype=np.int64)
+
+
+def _check_known(option: str, names: Sequence[str], known: Sequence[str], list_path: Path) -> None:
+    unknown = [d for d in names if d not in known]
+    if unknown:
+        raise DataError(f"arsc: {option} {unknown} not in {list_path} (it lists {list(known)})")
+
+
+@FAMILIES.register("arsc")
+def arsc(
+    data_dir: Optional[str] = None,
+    target_dir: Optional[str] = None,
+    holdout_domains: Optional[Sequence[str]] = None,
+    domains: Optional[Sequence[str]] = None,
+    thresholds: Sequence[str] = THRESHOLDS,
+    n_shot: Optional[int] = None,
+    n_query: Optional[int] = None,
+    max_per_class: Optional[int] = None,
+    strict: bool = False,
+    lenient: bool = False,
+    seed: int = 0,
+) -> TaskFamily:
+    """The ARSC task family: 2-way sentiment tasks per (domain, threshold).
+
+    Args:
+        data_dir: an ARSC directory (default ``$METAREC_ARSC_DIR``). Pointing it at a full
+            ARSC directory with ``workspace.target.list`` gives the official meta-test.
+        target_dir: where the meta-test tasks are read (its ``workspace.target.list`` and the
+            targets' ``.train`` / ``.test`` files); default ``data_dir``. Target domains that
+            also appear in the filtered list are left out of meta-training.
+        holdout_domains: filtered domains left out of meta-training. Without a target list
+            they are the meta-test (the fallback; ``None`` = :data:`DEFAULT_HOLDOUT`); with
+            one, ``None`` holds out nothing beyond the target domains.
+        domains: restrict meta-training (and meta-validation) to these filtered domains (quick
+            runs, tests); ``None`` = all.
+        thresholds: rating thresholds to use, default all of ``t2``, ``t4``, ``t5``.
+        n_shot, n_query: the episode shape the family is used with (the experiment configs
+            pass ``episodes.n_shot`` / ``n_query``). Meta-train / meta-val tasks with a class
+            of fewer than ``n_shot + n_query`` lines cannot fill an episode: they are dropped
+            with one warning naming them. ``None``: nothing is dropped (the episode sampler
+            then raises for such a task). ``n_shot`` is also the support size per class of
+            fallback meta-test tasks (default 5, as in the protocol).
+        max_per_class: keep at most this many lines of each label per meta-train ``.train``
+            and ``.dev`` file, drawn once with ``seed`` (quick runs; feature caching of all
+            ~60k training lines takes minutes on a CPU). Target files are always read whole.
+        strict: a listed file that is missing is an error instead of a warning.
+        lenient: skip malformed lines (reported in one warning and in ``metadata``) instead
+            of raising.
+        seed: seed of ``max_per_class`` subsampling and of fallback support sets; never the
+            training seed, so every run sees the same tasks.
+
+    Returns:
+        The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
+        (fixed support / query tasks). ``metadata`` records the protocol (``"official"`` or
+        ``"fallback"``), directories, label map, tasks, missing files and dropped tasks.
+
+    Raises:
+        DataError: for a malformed line (file, line, value), unknown domains in an option,
+            missing files under ``strict``, a target support set without both classes, or a
+            split left without tasks.
+    """
+    root = resolve_data_dir(data_dir)
+    filtered = read_domain_list(root / FILTERED_LIST)
+    thresholds = [str(t) for t in thresholds]
+    if not thresholds:
+        raise DataError("arsc: thresholds is empty")
+    if domains is not None:
+        _check_known("domains", list(domains), filtered, root / FILTERED_LIST)
+    if holdout_domains is not None:
+        _check_known("holdout_domains", list(holdout_domains), filtered, root / FILTERED_LIST)
+
+    tdir = Path(target_dir).expanduser() if target_dir else root
+    if target_dir and not (tdir / TARGET_LIST).is_file():
+        raise DataError(f"arsc: target_dir {tdir} has no {TARGET_LIST}")
+    official = (tdir / TARGET_LIST).is_file()
+    if official:
+        targets = read_domain_list(tdir / TARGET_LIST)
+        overlap = [d for d in targets if d in filtered]
+        if overlap:
+            log.warning("arsc: target domains %s of %s are also in %s; they are left out of meta-training",
+                        overlap, tdir / TARGET_LIST, root / FILTERED_LIST)
+        held = list(dict.fromkeys(overlap + list(holdout_domains or [])))
+        test_domains, test_dir = targets, tdir
+    else:
+        held = list(holdout_domains) if holdout_domains is not None else list(DEFAULT_HOLDOUT)
+        _check_known("holdout_domains", held, filtered, root / FILTERED_LIST)
+        if not held:
+            raise DataError(f"arsc: {root} has no {TARGET_LIST} and holdout_domains is empty: "
+                            "there would be no meta-test tasks")
+        log.warning(
+            "arsc: no %s in %s, so this is NOT the official ARSC meta-test. Fallback: filtered domains %s are "
+            "held out of meta-training and evaluated like targets (support: %d per class drawn once with seed "
+            "%d from their .train files; queries: their whole .test files). For the official protocol set "
+            "family.data_dir (or family.target_dir) to a directory with %s.",
+            TARGET_LIST, root, held, n_shot or PROTOCOL_SHOT, seed, TARGET_LIST)
+        test_domains, test_dir = held, root
+
+    train_domains = [d for d in filtered if d not in held and (domains is None or d in domains)]
+    missing: list[Path] = []
+    train_tasks = []  # (task name, train path, dev path or None)
+    for d in train_domains:
+        for t in thresholds:
+            tr, dev = arsc_path(root, d, t, "train"), arsc_path(root, d, t, "dev")
+            for p in (tr, dev):
+                if not p.is_file():
+                    missing.append(p)
+            if tr.is_file():
+                train_tasks.append((f"{d}.{t}", tr, dev if dev.is_file() else None))
+    test_tasks = []  # (task name, support path, query path)
+    for d in test_domains:
+        for t in thresholds:
+            sup, qry = arsc_path(test_dir, d, t, "train"), arsc_path(test_dir, d, t, "test")
+            gaps = [p for p in (sup, qry) if not p.is_file()]
+            missing.extend(gaps)
+            if not gaps:
+                test_tasks.append((f"{d}.{t}", sup, qry))
+    if missing:
+        names = ", ".join(p.name for p in missing)
+        if strict:
+            raise DataError(f"arsc: {len(missing)} listed files are missing (strict=true): {names} "
+                            f"in {sorted({str(p.parent) for p in missing})}")
+        log.warning("arsc: %d listed files are missing in %s; the (domain, threshold) tasks that need them are "
+                    "skipped (a missing .dev only leaves the task out of meta-validation; strict=true makes "
+                    "this an error): %s",
+                    len(missing), ", ".join(sorted({str(p.parent) for p in missing})), names)
+
+    builder = _CorpusBuilder()
+    reports: list[ReadReport] = []
+    splits: dict[str, list[Task]] = {"train": [], "val": [], "test": []}
+    for name, tr, dev in train_tasks:
+        for split, path in (("train", tr), ("val", dev)):
+            if path is None:
+                continue
+            lines = _read(path, lenient, reports)
+            pos = None
+            if max_per_class is not None:
+                pos = subsample_per_class(_labels_of(lines), int(max_per_class), _row_rng(seed, path))
+            rows = builder.add(path, lines, name, pos)
+            splits[split].append(Task(name=name, indices=rows, labels=np.empty(0, dtype=np.int64)))
+    shot = int(n_shot) if n_shot is not None else PROTOCOL_SHOT
+    for name, sup, qry in test_tasks:
+        s_lines = _read(sup, lenient, reports)
+        pos = None
+        if not official:
+            pos = subsample_per_class(_labels_of(s_lines), shot, _row_rng(seed, sup))
+        s_rows = builder.add(sup, s_lines, name, pos)
+        q_rows = builder.add(qry, _read(qry, lenient, reports), name)
+        splits["test"].append(Task(name=name, indices=np.concatenate([s_rows, q_rows]),
+                                   labels=np.empty(0, dtype=np.int64), support=s_rows, query=q_rows))
+    if reports:
+        n_skip = sum(r.n_skipped for r in reports)
+        log.warning("arsc: lenient read skipped %d malformed lines in %d files: %s", n_skip, len(reports),
+                    " | ".join(r.summary(limit=3) for r in reports))
+
+    corpus = LabeledCorpus(
+        texts=builder.texts, labels=np.asarray(builder.labels, dtype=np.int64), label_names=list(LABEL_NAMES),
+        groups=np.asarray(builder.groups, dtype=np.int64), group_names=builder.group_names, name="arsc",
+        source=str(root) if test_dir == root else f"{root} (targets: {test_dir})", origins=builder.origins,
+        label_map=dict(ARSC_LABEL_MAP),
+    )
+    for tasks in splits.values():
+        for task in tasks:
+            task.labels = builder.class_ids(task.indices)
+
+    dropped = _drop_small(splits, n_shot, n_query, builder)
+    _check_targets(splits["test"], builder, shot if official and n_shot is not None else None)
+    for split, tasks in splits.items():
+        if not tasks:
+            raise DataError(f"arsc: split {split!r} has no tasks (data_dir {root}, target_dir {test_dir}, "
+                            f"meta-train domains {train_domains}, test domains {test_domains}, "
+                            f"missing files {[p.name for p in missing]}, dropped {dropped.get(split, [])})")
+
+    class_names = [f"{g}:{c}" for g in builder.group_names for c in LABEL_NAMES]
+    metadata: dict[str, Any] = {
+        "protocol": "official" if official else "fallback",
+        "data_dir": str(root),
+        "target_dir": str(test_dir),
+        "label_map": dict(ARSC_LABEL_MAP),
+        "thresholds": thresholds,
+        "holdout_domains": held,
+        "test_domains": test_domains,
+        "tasks": {k: [t.name for t in v] for k, v in splits.items()},
+        "missing_files": [str(p) for p in missing],
+        "dropped_tasks": dropped,
+        "max_per_class": max_per_class,
+        "seed": seed,
+        "skipped_lines": [r.as_dict() for r in reports],
+    }
+    log.info("arsc: %d meta-train, %d meta-val, %d meta-test tasks (%s protocol), %d texts",
+             len(splits["train"]), len(splits["val"]), len(splits["test"]), metadata["protocol"], len(corpus))
+    return TaskFamily(name="arsc", corpus=corpus, class_names=class_names, splits=splits, metadata=metadata)
+
+
+def _drop_small(splits: dict[str, list[Task]], n_shot: Optional[int], n_query: Optional[int],
+                builder: _CorpusBuilder) -> dict[str, list[str]]:
+    """Drops train/val tasks with a class of fewer than ``n_shot + n_query`` lines (one warning)."""
+    if n_shot is None or n_query is None:
+        return {}
+    need = int(n_shot) + int(n_query)
+    labels = np.asarray(builder.labels, dtype=np.int64)
+    dropped: dict[str, list[str]] = {}
+    for split in ("train", "val"):
+        keep = []
+        for task in splits[split]:
+            counts = np.bincount(labels[task.indices], minlength=len(LABEL_NAMES))
+            if counts.min() < need:
+                detail = "/".join(f"{int(n)} {c}" for n, c in zip(counts, LABEL_NAMES))
+                dropped.setdefault(split, []).append(f"{task.name} ({detail})")
+            else:
+                keep.append(task)
+        splits[split] = keep
+    if dropped:
+        log.warning("arsc: n_shot + n_query = %d lines per class are needed for an episode; dropped %s",
+                    need, "; ".join(f"{split} tasks {', '.join(v)}" for split, v in dropped.items()))
+    return dropped
+
+
+def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Optional[int]) -> None:
+    """A fixed task must have both classes in its support and no query class outside it."""
+    uneven = []
+    labels = np.asarray(builder.labels)
+    for task in tasks:
+        assert task.support is not None and task.query is not None
+        s = np.bincount(labels[task.support], minlength=len(LABEL_NAMES))
+        where = builder.origins[int(task.support[0])].rsplit(":", 1)[0] if len(task.support) else task.name
+        if s.min() == 0:
+            raise DataError(f"arsc: target support {where} must hold both classes, it has "
+                            + ", ".join(f"{int(n)} {c}" for n, c in zip(s, LABEL_NAMES)))
+        if len(task.query) == 0:
+            raise DataError(f"arsc: target task {task.name} has an empty query (.test) file")
+        if expect_shot is not None and (s != expect_shot).any():
+            uneven.append(f"{task.name} ({'/'.join(f'{int(n)} {c}' for n, c in zip(s, LABEL_NAMES))})")
+    if uneven:
+        log.warning("arsc: target support sets differ from n_shot=%d per class; they are used as they are: %s",
+                    expect_shot, ", ".join(uneven))
+
+
+def per_task_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of test accuracy per task, then the mean over tasks ± 95% CI.
+
+    Args:
+        records: per-episode test records (``RunResult.episodes``), one per fixed ARSC task.
+    """
+    from metarec.evaluation.stats import mean_ci95
+    from metarec.evaluation.tables import format_acc, markdown_table
+
+    by_task: dict[str, list[float]] = {}
+    n_query: dict[str, int] = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(float(r["acc"]))
+        n_query[r["task"]] = n_query.get(r["task"], 0) + int(r.get("n_query", 0))
+    rows = [[t, n_query[t], f"{100 * float(np.mean(a)):.1f}"] for t, a in sorted(by_task.items())]
+    mean, ci = mean_ci95([float(np.mean(a)) for a in by_task.values()])
+    rows.append([f"mean over {len(by_task)} tasks", sum(n_query.values()), format_acc(mean, ci)])
+    return markdown_table(["task", "queries", "acc (%)"], rows)
+
+
+def make_target_fixture(
+    src: Path | str,
+    dst: Path | str,
+    target_domains: Sequence[str],
+    train_domains: Sequence[str] = (),
+    thresholds: Sequence[str] = THRESHOLDS,
+    n_per_class: int = PROTOCOL_SHOT,
+    max_query: Optional[int] = None,
+    seed: int = 0,
+) -> Path:
+    """Writes a small directory in the full ARSC layout (with a target list) from an ARSC dir.
+
+    For each target (domain, threshold): ``.train`` = ``n_per_class`` lines of each label of
+    the source ``.train`` file (drawn with ``seed``, file order kept) — the fixed support set —
+    and ``.test`` = the source ``.test`` file (its first ``max_query`` lines if given). Train
+    domains are linked (symlinks to the source files) and listed in the filtered list. The
+    source directory is only read.
+
+    Returns:
+        ``dst``.
+    """
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for d in target_domains:
+        for t in thresholds:
+            s_path = arsc_path(src, d, t, "train")
+            lines = read_labeled_lines(s_path, labels=ARSC_LABEL_MAP)
+            pos = subsample_per_class(_labels_of(lines), n_per_class, _row_rng(seed, s_path))
+            arsc_path(dst, d, t, "train").write_text(
+                "".join(f"{lines.texts[p]}\t{lines.labels[p]}\n" for p in pos.tolist()), encoding="utf-8")
+            q = arsc_path(src, d, t, "test").read_bytes()
+            if max_query is not None:
+                q = b"".join(q.splitlines(keepends=True)[:max_query])
+            arsc_path(dst, d, t, "test").write_bytes(q)
+    (dst / TARGET_LIST).write_text("".join(f"{d}\n" for d in target_domains), encoding="utf-8")
+    if train_domains:
+        for d in train_domains:
+            for t in thresholds:
+                for split in ("train", "dev", "test"):
+                    p = arsc_path(src, d, t, split)
+                    if p.is_file() and not arsc_path(dst, d, t, split).exists():
+                        arsc_path(dst, d, t, split).symlink_to(p.resolve())
+        (dst / FILTERED_LIST).write_text("".join(f"{d}\n" for d in train_domains), encoding="utf-8")
+    return dst

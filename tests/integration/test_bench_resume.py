@@ -1,0 +1,62 @@
+"""A suite killed mid-run resumes: finished cells are skipped, the killed cell re-runs."""
+
+import pytest
+
+import metarec.training
+from metarec.bench.runner import run_suite
+from metarec.bench.store import RunStore
+
+SUITE = """
+name: tiny
+synthetic: true
+reference: nearest_prototype
+overrides: [encoder=tiny_bert, family=synthetic_sentiment, episodes.n_way=2, trainer.max_steps=2,
+            trainer.val_check_interval=2, episodes.val_episodes=2, episodes.test_episodes=4,
+            trainer.enable_progress_bar=false]
+methods:
+  nearest_prototype: [algorithm=nearest_prototype, encoder.freeze=frozen]
+  protonet: [algorithm=protonet]
+  anil: [algorithm=anil]
+families:
+  sentiment: []
+shots: [2]
+seeds: [0]
+"""
+
+
+def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE)
+    store = tmp_path / "store"
+    real = metarec.training.run_experiment
+    calls: list[str] = []
+
+    def killed_on_second(cfg, **kw):
+        calls.append(cfg.algorithm.name)
+        if len(calls) == 2:
+            (kw["run_dir"] / "episodes.jsonl").write_text("partial")  # half-done work of the killed cell
+            raise KeyboardInterrupt
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(metarec.training, "run_experiment", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, store=store)
+    rs = RunStore(store)
+    assert len(list(rs.keys())) == 1
+    first_key = next(rs.keys())
+    first_mtime = (store / first_key / "result.json").stat().st_mtime_ns
+
+    calls.clear()
+    monkeypatch.setattr(metarec.training, "run_experiment", lambda cfg, **kw: (calls.append(cfg.algorithm.name), real(cfg, **kw))[1])
+    run_suite(suite, store=store)
+    assert calls == ["protonet", "anil"]  # the finished cell was not re-run
+    assert (store / first_key / "result.json").stat().st_mtime_ns == first_mtime
+    assert len(list(rs.keys())) == 3
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "nearest_prototype" in out and "anil" in out
+
+    calls.clear()
+    run_suite(suite, store=store)
+    assert calls == []  # everything finished: nothing re-runs
+    run_suite(suite, store=store, force=True, only="anil")
+    assert calls == ["anil"]

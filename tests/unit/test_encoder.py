@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from metarec.models.encoder import load_hf_encoder
+from metarec.models.features import FeatureStore
+from tests.conftest import tiny_encoder
+
+TEXTS = ["red running shoes", "a stainless kettle that boils fast and quietly", "phone case", "lamp"]
+
+
+def test_cached_hidden_states_reproduce_the_full_forward():
+    enc = tiny_encoder(freeze="top_k", top_k=1)
+    store = FeatureStore(enc, TEXTS, cache_dir=False, store_dtype=torch.float32)
+    rows = torch.tensor([1, 3, 0])
+    tokens = enc.tokenize([TEXTS[i] for i in rows.tolist()])
+    full = enc.pool(enc.model(**tokens).last_hidden_state, tokens["attention_mask"])
+    torch.testing.assert_close(enc(store(rows)), full, atol=1e-5, rtol=1e-5)
+
+
+def test_frozen_embeddings_cache_roundtrip_and_corruption(tmp_path, caplog):
+    enc = tiny_encoder(freeze="frozen")
+    a = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
+    path = a.cache_path()
+    assert path is not None and path.exists() and a.cache_hits == 0
+    b = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
+    assert b.cache_hits == 1
+    torch.testing.assert_close(a(torch.arange(4)), b(torch.arange(4)))
+    path.write_bytes(path.read_bytes()[:100])  # truncate: corrupt
+    c = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
+    assert c.cache_hits == 0 and "rebuilding" in caplog.text
+    torch.testing.assert_close(a(torch.arange(4)), c(torch.arange(4)))
+
+
+def test_cache_key_depends_on_texts_and_weights(tmp_path):
+    enc = tiny_encoder(freeze="frozen")
+    a = FeatureStore(enc, TEXTS, cache_dir=tmp_path).cache_path()
+    b = FeatureStore(enc, TEXTS[:3], cache_dir=tmp_path).cache_path()
+    other = tiny_encoder(freeze="frozen", seed=1)
+    c = FeatureStore(other, TEXTS, cache_dir=tmp_path).cache_path()
+    assert len({a, b, c}) == 3
+
+
+def test_encoder_path_without_model_files(tmp_path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"has no config.json and no model weights"):
+        load_hf_encoder(str(tmp_path))
+
+
+def test_minilm_loads_offline():
+    from metarec.models.encoder import minilm_encoder
+
+    enc = minilm_encoder(freeze="frozen")
+    z = enc(enc.tokenize(["waterproof hiking boots"]))
+    assert z.shape == (1, 384) and torch.isfinite(z).all()

@@ -1,0 +1,33 @@
+import pytest
+
+import metarec.algorithms  # noqa: F401
+import metarec.data  # noqa: F401
+from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, Registry, UnknownNameError
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown algorithm 'protonett'; known algorithms: .*protonet"):
+        ALGORITHMS.get("protonett")
+    with pytest.raises(UnknownNameError, match="known familys|known families|synthetic_category"):
+        FAMILIES.get("nope")
+    with pytest.raises(UnknownNameError, match="minilm"):
+        ENCODERS.get("nope")
+
+
+def test_duplicate_name_is_an_error():
+    r: Registry = Registry("thing")
+    r.register("a")(lambda: 1)
+    with pytest.raises(ValueError, match="duplicate thing name 'a'"):
+        r.register("a")(lambda: 2)
+
+
+def test_list_pattern():
+    assert "maml" in ALGORITHMS.list("*maml") and "fomaml" in ALGORITHMS.list("*maml")
+    assert "protonet" not in ALGORITHMS.list("*maml")
+
+
+def test_every_algorithm_has_a_config():
+    from metarec.config import config_dir
+
+    for name in ALGORITHMS.list():
+        assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"experiments/algorithm/{name}.yaml missing"
