@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
@@ -90,10 +90,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer:
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
+                  **overrides: Any) -> L.Trainer:
+    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``."""
     t = cfg.trainer
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
-                           save_last=True, filename="best-{step}", auto_insert_metric_name=False)
+    cbs = list(callbacks)
+    if checkpoint:
+        cbs.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
+                                   save_last=True, filename="best-{step}", auto_insert_metric_name=False))
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),
@@ -105,7 +109,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, **overrides: Any) -> L.Trainer
         use_distributed_sampler=False,
         # MAML adapts at validation/test time: gradients must be available there.
         inference_mode=False,
-        callbacks=[ckpt], logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
+        callbacks=cbs, enable_checkpointing=checkpoint, logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
         fast_dev_run=t.get("fast_dev_run", False),
     )
     kw.update(overrides)

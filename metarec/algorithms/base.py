@@ -9,10 +9,12 @@ per-episode test records gathered across DDP ranks, and checkpoint hooks.
 from __future__ import annotations
 
 import math
+import random
 import time
 from typing import Any, ClassVar, Optional
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -53,6 +55,7 @@ class MetaLearner(L.LightningModule):
         warmup_steps: linear warm-up steps of the learning rate.
         lr_schedule: ``"cosine"`` (decay to 0 at ``max_steps``) or ``"constant"``.
         max_steps: training steps (for the schedule); set by the runner from the trainer.
+        optimizer: ``"adamw"`` or ``"sgd"`` (outer loop).
     """
 
     #: False for methods without meta-training (e.g. frozen nearest prototype): `fit` is skipped.
@@ -68,8 +71,12 @@ class MetaLearner(L.LightningModule):
         warmup_steps: int = 0,
         lr_schedule: str = "cosine",
         max_steps: int = 1000,
+        optimizer: str = "adamw",
     ) -> None:
         super().__init__()
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        self.optimizer_name = optimizer
         if lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
         self.encoder = encoder
@@ -162,6 +169,11 @@ class MetaLearner(L.LightningModule):
         adapt = self.test_adapt_s.compute().float().cpu()
         for m in (self.test_acc, self.test_index, self.test_adapt_s):
             m.reset()
+        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Every rank gets every record, so whichever rank reports sees the whole test set.
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, self.test_records)
+            self.test_records = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
         if len(set(index.tolist())) != len(index):
             raise RuntimeError(f"duplicated test episodes across ranks: {sorted(index.tolist())}")
         mean, ci = mean_ci95(accs.tolist())
@@ -186,7 +198,10 @@ class MetaLearner(L.LightningModule):
         groups = self.param_groups()
         if not groups:
             raise RuntimeError(f"{type(self).__name__} has no trainable parameters (frozen encoder and no head?)")
-        opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        if self.optimizer_name == "sgd":
+            opt: torch.optim.Optimizer = torch.optim.SGD(groups, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
         warm, total = self.warmup_steps, max(self.max_steps, 1)
 
         def factor(step: int) -> float:
@@ -211,7 +226,18 @@ class MetaLearner(L.LightningModule):
             "frozen_params_omitted": len(frozen),
         }
 
+        # Lightning restores model, optimizer, scheduler and loop progress; the RNG states (dropout,
+        # head init of later episodes) are ours to restore for an exact resume.
+        checkpoint["metarec_rng"] = {
+            "torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+        }
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("metarec_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            random.setstate(rng["python"])
+            np.random.set_state(rng["numpy"])
         # strict_loading is off only for the omitted frozen weights: trainable ones must be there.
         trainable = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
         missing = sorted(trainable - set(checkpoint["state_dict"]))

@@ -268,6 +268,7 @@ def tiny_bert_encoder(
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 2,
+    dropout: float = 0.0,
     seed: int = 0,
     **kw: Any,
 ) -> TextEncoder:
@@ -282,7 +283,7 @@ def tiny_bert_encoder(
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=hidden_size, num_hidden_layers=num_layers,
         num_attention_heads=num_heads, intermediate_size=hidden_size * 2, max_position_embeddings=128,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     config._attn_implementation = kw.pop("attn_implementation", "eager")
     with torch.random.fork_rng(devices=[]):

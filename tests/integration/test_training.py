@@ -41,7 +41,7 @@ def test_training_reduces_loss(name, tmp_path):
     kw.update(outer_lr=3e-3, encoder_lr=3e-3, warmup_steps=0, lr_schedule="constant")
     model = ALGORITHMS.create(name, encoder=enc, n_way=2, max_steps=steps, **kw)
     log = _LossLog()
-    trainer = build_trainer(cfg, tmp_path, callbacks=[log], logger=False, enable_checkpointing=False)
+    trainer = build_trainer(cfg, tmp_path, callbacks=[log], logger=False, checkpoint=False)
     trainer.fit(model, datamodule=dm)
     assert len(log.losses) == steps
     first, last = sum(log.losses[:10]) / 10, sum(log.losses[-10:]) / 10
