@@ -109,7 +109,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         use_distributed_sampler=False,
         # MAML adapts at validation/test time: gradients must be available there.
         inference_mode=False,
-        callbacks=cbs, enable_checkpointing=checkpoint, logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
+        callbacks=cbs, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs), logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
         fast_dev_run=t.get("fast_dev_run", False),
     )
     kw.update(overrides)

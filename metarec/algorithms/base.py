@@ -228,8 +228,11 @@ class MetaLearner(L.LightningModule):
 
         # Lightning restores model, optimizer, scheduler and loop progress; the RNG states (dropout,
         # head init of later episodes) are ours to restore for an exact resume.
+        # Plain types only, so that checkpoints load with torch.load(weights_only=True).
+        name, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["metarec_rng"] = {
-            "torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -237,7 +240,8 @@ class MetaLearner(L.LightningModule):
         if rng is not None:
             torch.set_rng_state(rng["torch"])
             random.setstate(rng["python"])
-            np.random.set_state(rng["numpy"])
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         # strict_loading is off only for the omitted frozen weights: trainable ones must be there.
         trainable = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
         missing = sorted(trainable - set(checkpoint["state_dict"]))

@@ -167,12 +167,17 @@ class EpisodicDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = EpisodeDataset(self.sampler("train"), self.features, length=2**62)
         return DataLoader(ds, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self._world),
-                          collate_fn=_as_list, num_workers=self.num_workers)
+                          collate_fn=_as_list, num_workers=self.num_workers, generator=self._generator())
+
+    def _generator(self) -> torch.Generator:
+        # Creating a DataLoader iterator draws a base seed from its generator; with the default
+        # (global) one, every validation would shift the dropout RNG and break exact resume.
+        return torch.Generator().manual_seed(self.seed)
 
     def _eval_loader(self, split: str) -> DataLoader:
         ds = self.eval_dataset(split)
         return DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), self._world), collate_fn=_first,
-                          num_workers=self.num_workers)
+                          num_workers=self.num_workers, generator=self._generator())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

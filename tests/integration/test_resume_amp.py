@@ -1,0 +1,94 @@
+"""Exact resume from last.ckpt, and every algorithm under bf16 autocast on CPU."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+import metarec.algorithms  # noqa: F401
+from metarec.config import compose
+from metarec.data.datamodule import EpisodicDataModule
+from metarec.models.features import FeatureStore
+from metarec.registry import ALGORITHMS
+from metarec.training import build_trainer
+from tests.conftest import tiny_encoder, toy_family
+
+TRAINED = [n for n in ALGORITHMS.list() if ALGORITHMS.get(n).trains]
+
+
+class _StopAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):  # noqa: ANN001
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def _setup(algo: str, steps: int, precision: str = "32-true"):
+    L.seed_everything(0, verbose=False)
+    family = toy_family()
+    enc = tiny_encoder(freeze="top_k", top_k=1, dropout=0.1)  # dropout: the RNG state matters
+    features = FeatureStore(enc, family.corpus.texts, cache_dir=False)
+    dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=3, meta_batch_size=2, max_steps=steps,
+                            val_episodes=2, test_episodes=3)
+    cfg = compose([f"algorithm={algo}", "encoder=tiny_bert", f"trainer.max_steps={steps}",
+                   "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
+                   f"trainer.precision={precision}"])
+    kw = {k: v for k, v in cfg.algorithm.items() if k != "name"}
+    kw.update(warmup_steps=2)  # warm-up + cosine: the scheduler state matters too
+    model = ALGORITHMS.create(algo, encoder=enc, n_way=2, max_steps=steps, **kw)
+    return cfg, dm, model
+
+
+@pytest.mark.parametrize("algo", ["protonet", "maml"])
+def test_resume_from_last_checkpoint_equals_uninterrupted_run(algo, tmp_path):
+    k = 4
+    cfg, dm, model = _setup(algo, 2 * k)
+    build_trainer(cfg, tmp_path / "full", logger=False).fit(model, datamodule=dm)
+    full = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    cfg, dm, model = _setup(algo, 2 * k)
+    every = ModelCheckpoint(dirpath=str(tmp_path / "part" / "checkpoints"), every_n_train_steps=k, save_last=True)
+    trainer = build_trainer(cfg, tmp_path / "part", callbacks=[every, _StopAt(k)], checkpoint=False, logger=False)
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == k  # "killed" half-way
+
+    torch.manual_seed(12345)  # a fresh process would not share the interrupted RNG state
+    cfg, dm, model = _setup(algo, 2 * k)
+    trainer = build_trainer(cfg, tmp_path / "resumed", logger=False)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(tmp_path / "part" / "checkpoints" / "last.ckpt"))
+    assert trainer.global_step == 2 * k
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, full[n], atol=1e-6, rtol=1e-5, msg=f"{algo}: {n} differs after resume")
+
+
+@pytest.mark.parametrize("algo", TRAINED)
+def test_bf16_autocast_on_cpu_gives_finite_loss_and_gradients(algo, tmp_path):
+    cfg, dm, model = _setup(algo, 3, precision="bf16-mixed")
+    grads: list[bool] = []
+    losses: list[float] = []
+
+    class _Check(L.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):  # noqa: ANN001
+            gs = [p.grad for p in pl_module.parameters() if p.requires_grad and p.grad is not None]
+            grads.append(bool(gs) and all(torch.isfinite(g).all() for g in gs))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
+            losses.append(float(outputs["loss"]))
+
+    trainer = build_trainer(cfg, tmp_path, callbacks=[_Check()], checkpoint=False, logger=False)
+    trainer.fit(model, datamodule=dm)
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert grads and all(grads)
+
+
+def test_fp16_second_order_maml_is_refused_with_advice():
+    from metarec.training import build_algorithm
+
+    cfg = compose(["algorithm=maml", "encoder=tiny_bert", "trainer.precision=16-mixed"])
+    with pytest.raises(ValueError, match="bf16-mixed"):
+        build_algorithm(cfg, tiny_encoder())
