@@ -154,18 +154,27 @@ class TextEncoder(nn.Module):
         """Hidden states entering the first trainable layer ``(B, T, H)`` (top_k policy)."""
         if self.freeze is not FreezePolicy.TOP_K:
             raise RuntimeError("bottom() is defined for the top_k policy only")
-        out = self.model(**tokens, output_hidden_states=True)
-        return out.hidden_states[self.n_frozen_layers]
+        embeddings = getattr(self.model, "embeddings", None)
+        if embeddings is None:  # not BERT-like: run everything, keep the wanted layer's input
+            out = self.model(**tokens, output_hidden_states=True)
+            return out.hidden_states[self.n_frozen_layers]
+        # Only the frozen layers run: the trainable top must not be computed twice.
+        hidden = embeddings(input_ids=tokens["input_ids"])
+        return self._run_layers(hidden, tokens["attention_mask"], self.layers[: self.n_frozen_layers])
 
     def run_top(self, hidden: Tensor, mask: Tensor, layers: Optional[nn.Module] = None) -> Tensor:
         """Runs the trainable layers (or ``layers``, e.g. a MAML clone of them) and pools."""
         layers = self.layers[self.n_frozen_layers :] if layers is None else layers
+        return self.pool(self._run_layers(hidden, mask, layers), mask)
+
+    @staticmethod
+    def _run_layers(hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
         # Additive mask (B, 1, 1, T): works with both eager and SDPA attention.
         ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        for layer in layers:  # type: ignore[union-attr]
+        for layer in layers:
             out = layer(hidden, attention_mask=ext)
             hidden = out[0] if isinstance(out, tuple) else out
-        return self.pool(hidden, mask)
+        return hidden
 
     def forward(self, x: Inputs, top: Optional[nn.Module] = None) -> Tensor:
         """Embeds a batch.
