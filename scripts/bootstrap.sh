@@ -26,31 +26,43 @@ if [[ ! -x "$venv/bin/python" ]]; then
   "$py" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install --upgrade pip setuptools wheel
+# pip's output is shown only when it fails (this machine's pip config adds many harmless warnings).
+pipq() {
+  local out
+  out="$(mktemp)"
+  if ! "${pip[@]}" "$@" >"$out" 2>&1; then
+    grep -v "^WARNING: Location 'file" "$out" >&2
+    rm -f "$out"
+    log "pip $* failed"
+    return 1
+  fi
+  rm -f "$out"
+}
+pipq install --upgrade pip setuptools wheel
 
 TORCH_SPEC="${METAREC_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
 if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
   # shellcheck disable=SC2086
-  "${pip[@]}" install $TORCH_SPEC
+  pipq install $TORCH_SPEC
 fi
 
 if ! "$venv/bin/python" -c "import learn2learn" >/dev/null 2>&1; then
   log "building learn2learn 0.2.0 from its sdist with Cython 3"
-  "${pip[@]}" install "cython>=3,<4" numpy scipy requests tqdm "gym>=0.14" "qpth>=0.0.15"
+  pipq install "cython>=3,<4" numpy scipy requests tqdm "gym>=0.14" "qpth>=0.0.15"
   work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
-  "${pip[@]}" download --no-deps --no-binary :all: learn2learn==0.2.0 -d "$work"
+  pipq download --no-deps --no-binary :all: learn2learn==0.2.0 -d "$work"
   tar -xzf "$work"/learn2learn-0.2.0.tar.gz -C "$work"
   src="$work/learn2learn-0.2.0"
   for pyx in "$src"/learn2learn/data/*.pyx; do
     "$venv/bin/cython" -3 --directive embedsignature=True "$pyx" -o "${pyx%.pyx}.c"
   done
-  "${pip[@]}" install --no-build-isolation --no-deps "$src"
+  pipq install --no-build-isolation --no-deps "$src"
 fi
 
 log "installing metarec and its dependencies"
-"${pip[@]}" install -e "$root[dev]"
+pipq install -e "$root[dev]"
 "$venv/bin/python" -c "import learn2learn, torch, torchvision, transformers, lightning, metarec" \
   || { log "import check failed"; exit 1; }
 echo "$want" > "$stamp"
