@@ -36,6 +36,7 @@ class Episode:
         support_idx: corpus row of every support example, shape like ``support_y``.
         query_idx: corpus row of every query example, shape like ``query_y``.
         index: position of the episode in its (seeded) stream.
+        corpus: hash of the corpus texts the rows index into (see ``fingerprint``).
     """
 
     support_x: Inputs
@@ -48,6 +49,7 @@ class Episode:
     support_idx: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     query_idx: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     index: int = -1
+    corpus: str = ""
 
     @property
     def n_way(self) -> int:
@@ -66,17 +68,19 @@ class Episode:
             support_idx=self.support_idx,
             query_idx=self.query_idx,
             index=self.index,
+            corpus=self.corpus,
         )
 
     def fingerprint(self) -> str:
-        """A short hash of which corpus rows are support and query, and their labels.
+        """A short hash of the corpus, which rows are support and query, their labels and classes.
 
         Two runs that saw episodes with equal fingerprints were evaluated on identical data,
         whatever model inputs (tokens, cached states) they used.
         """
         h = hashlib.sha256()
-        h.update(self.family.encode())
-        h.update(self.task.encode())
+        for s in (self.family, self.task, self.corpus, "\0".join(self.classes)):
+            h.update(s.encode())
+            h.update(b"\0")
         for t in (self.support_idx, self.support_y, self.query_idx, self.query_y):
             h.update(t.detach().cpu().to(torch.int64).numpy().tobytes())
         return h.hexdigest()[:16]

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import EpisodeIndices, EpisodeSampler, EpisodeSpec
 from metarec.episode import Episode
-from metarec.models.features import FeatureStore
+from metarec.models.features import FeatureStore, texts_hash
 
 
 class EpisodeDataset(Dataset):
@@ -32,6 +32,7 @@ class EpisodeDataset(Dataset):
         self.sampler = sampler
         self.features = features
         self.length = length
+        self.corpus_hash = texts_hash(sampler.family.corpus.texts)
 
     def __len__(self) -> int:
         return self.length
@@ -45,7 +46,7 @@ class EpisodeDataset(Dataset):
             support_x=self.features(e.support_idx), support_y=e.support_y,
             query_x=self.features(e.query_idx), query_y=e.query_y,
             classes=e.classes, family=self.sampler.family.name, task=e.task,
-            support_idx=e.support_idx, query_idx=e.query_idx, index=e.index,
+            support_idx=e.support_idx, query_idx=e.query_idx, index=e.index, corpus=self.corpus_hash,
         )
 
 
