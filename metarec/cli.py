@@ -27,6 +27,12 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     from metarec.evaluation.tables import format_acc
 
     m = result.metrics
+    tasks = [e["task"] for e in result.episodes]
+    if tasks and len(set(tasks)) == len(tasks) and len(tasks) <= 100:
+        # One episode per task (fixed-support protocols such as ARSC): the per-task table papers report.
+        from metarec.evaluation.tables import per_task_table
+
+        print(per_task_table(result.episodes))
     print(f"{name}: test accuracy {format_acc(m['test/acc'], m.get('test/acc_ci95', float('nan')))} "
           f"over {len(result.episodes)} episodes (episode set {result.episode_set}); run dir {result.run_dir}")
 

@@ -39,6 +39,7 @@ from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
 from metarec.data.readers import LabeledLines, ReadReport, read_labeled_lines
 from metarec.log import get_logger
+from metarec.evaluation.tables import per_task_table  # noqa: F401  (re-exported)
 from metarec.registry import FAMILIES
 
 log = get_logger(__name__)
@@ -249,7 +250,8 @@ def arsc(
         test_domains, test_dir = targets, tdir
     else:
         held = list(holdout_domains) if holdout_domains is not None else list(DEFAULT_HOLDOUT)
-        _check_known("holdout_domains", held, filtered, root / FILTERED_LIST)
+        _check_known("holdout_domains" if holdout_domains is not None else "default holdout_domains (set "
+                     "family.holdout_domains)", held, filtered, root / FILTERED_LIST)
         if not held:
             raise DataError(f"arsc: {root} has no {TARGET_LIST} and holdout_domains is empty: "
                             "there would be no meta-test tasks")
@@ -399,26 +401,6 @@ def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Opti
     if uneven:
         log.warning("arsc: target support sets differ from n_shot=%d per class; they are used as they are: %s",
                     expect_shot, ", ".join(uneven))
-
-
-def per_task_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of test accuracy per task, then the mean over tasks ± 95% CI.
-
-    Args:
-        records: per-episode test records (``RunResult.episodes``), one per fixed ARSC task.
-    """
-    from metarec.evaluation.stats import mean_ci95
-    from metarec.evaluation.tables import format_acc, markdown_table
-
-    by_task: dict[str, list[float]] = {}
-    n_query: dict[str, int] = {}
-    for r in records:
-        by_task.setdefault(r["task"], []).append(float(r["acc"]))
-        n_query[r["task"]] = n_query.get(r["task"], 0) + int(r.get("n_query", 0))
-    rows = [[t, n_query[t], f"{100 * float(np.mean(a)):.1f}"] for t, a in sorted(by_task.items())]
-    mean, ci = mean_ci95([float(np.mean(a)) for a in by_task.values()])
-    rows.append([f"mean over {len(by_task)} tasks", sum(n_query.values()), format_acc(mean, ci)])
-    return markdown_table(["task", "queries", "acc (%)"], rows)
 
 
 def make_target_fixture(

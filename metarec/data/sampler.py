@@ -151,6 +151,9 @@ class EpisodeSampler:
     def _task_index(self, i: int) -> int:
         if len(self.tasks) == 1:
             return 0
+        if all(t.fixed for t in self.tasks):
+            # Fixed-support protocols (ARSC meta-test) evaluate every task once, in order.
+            return i % len(self.tasks)
         rng = np.random.default_rng(stream_seed(self.seed, self.split + "/task", i))
         return int(rng.choice(len(self.tasks), p=self._weights))
 

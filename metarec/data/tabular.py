@@ -49,6 +49,7 @@ def infer_format(path: Path | str) -> str:
 class _Record:
     where: int  # 1-based line (text formats) or row (Parquet, HF)
     values: Mapping[str, Any]
+    error: Optional[tuple[str, str]] = None  # (reason, value) found while parsing
 
 
 @dataclass
@@ -96,16 +97,10 @@ def _jsonl_records(path: Path, lenient: bool, report: ReadReport) -> list[_Recor
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            err = LineError(str(path), n, f"invalid JSON ({e.msg} at column {e.colno})", _shorten(line, 200))
-            if not lenient:
-                raise err from None
-            report.skipped.append(err.skipped())
+            out.append(_Record(n, {}, (f"invalid JSON ({e.msg} at column {e.colno})", line)))
             continue
         if not isinstance(obj, dict):
-            err = LineError(str(path), n, "a JSONL line must hold an object", _shorten(line, 200))
-            if not lenient:
-                raise err
-            report.skipped.append(err.skipped())
+            out.append(_Record(n, {}, ("a JSONL line must hold an object", line)))
             continue
         out.append(_Record(n, obj))
     return out
@@ -121,11 +116,9 @@ def _csv_records(path: Path, delimiter: str, lenient: bool, report: ReadReport) 
         n = physical[min(reader.line_num, len(physical)) - 1]
         extra = row.pop("\0extra", None)
         if extra is not None:
-            err = LineError(str(path), n, f"row has {len(header) + len(extra)} fields, the header has {len(header)}",
-                            _shorten(delimiter.join([str(v) for v in row.values()] + extra), 200))
-            if not lenient:
-                raise err
-            report.skipped.append(err.skipped())
+            value = delimiter.join([str(v) for v in row.values()] + extra)
+            out.append(_Record(n, row, (f"row has {len(header) + len(extra)} fields, the header has {len(header)}",
+                                        value)))
             continue
         out.append(_Record(n, row))
     return out, header
@@ -177,9 +170,11 @@ def _validate(records: Iterable[_Record], path: str, unit: str, columns: Columns
     where: list[int] = []
     for rec in records:
         v = rec.values
-        problem = None
+        problem = rec.error
         missing = [c for _, c in columns.wanted() if c not in v]
-        if missing:
+        if problem is not None:
+            pass
+        elif missing:
             problem = (f"no {missing[0]!r} field (fields: {sorted(map(str, v))})", json.dumps(v, default=str))
         else:
             text, label = v[columns.text], v[columns.label]
@@ -249,7 +244,7 @@ def read_table(
     if fmt == "jsonl":
         records = _jsonl_records(path, lenient, report)
         present = sorted({str(k) for r in records for k in r.values})
-        if records:
+        if any(r.error is None for r in records):
             _check_columns(str(path), columns, present)
     elif fmt in ("csv", "tsv"):
         records, present = _csv_records(path, "," if fmt == "csv" else "\t", lenient, report)
@@ -406,15 +401,17 @@ def _validate_split(path: Path, content: Any, names: Sequence[str], kind: str) -
     if not isinstance(content, dict) or any(not isinstance(content.get(s), list) for s in SPLITS):
         raise DataError(f"split file {path}: needs lists {list(SPLITS)}")
     if content.get("split_by", kind) != kind:
-        raise DataError(f"split file {path} splits {content['split_by']}s, but this family splits {kind}s")
+        other = "classes" if content["split_by"] == "class" else "groups"
+        raise DataError(f"split file {path} splits {other}, but this family splits {'classes' if kind == 'class' else 'groups'}")
     known = set(names)
+    plural = "classes" if kind == "class" else "groups"
     seen: dict[str, str] = {}
     out: dict[str, list[str]] = {}
     for s in SPLITS:
         entries = [str(x) for x in content[s]]
         unknown = [x for x in entries if x not in known]
         if unknown:
-            raise DataError(f"split file {path}: {s} lists {kind}s the data lacks: {unknown} "
+            raise DataError(f"split file {path}: {s} lists {plural} the data lacks: {unknown} "
                             f"(the data has {sorted(known)})")
         for x in entries:
             if x in seen:
@@ -426,7 +423,7 @@ def _validate_split(path: Path, content: Any, names: Sequence[str], kind: str) -
     unused = sorted(known - set(seen))
     if unused:
         log.warning("split file %s puts %d %s of the data in no split; they are unused: %s",
-                    path, len(unused), "classes" if kind == "class" else "groups", unused)
+                    path, len(unused), plural, unused)
     return out
 
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
+
+import numpy as np
+
+from metarec.evaluation.stats import mean_ci95
 
 
 def format_acc(mean: float, ci: float, digits: int = 1) -> str:
@@ -19,3 +23,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])
+
+
+def per_task_table(records: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of test accuracy per task, then the mean over tasks ± 95% CI.
+
+    Args:
+        records: per-episode test records (``RunResult.episodes``), e.g. one per fixed ARSC task.
+    """
+    by_task: dict[str, list[float]] = {}
+    n_query: dict[str, int] = {}
+    for r in records:
+        by_task.setdefault(r["task"], []).append(float(r["acc"]))
+        n_query[r["task"]] = n_query.get(r["task"], 0) + int(r.get("n_query", 0))
+    rows = [[t, n_query[t], f"{100 * float(np.mean(a)):.1f}"] for t, a in sorted(by_task.items())]
+    mean, ci = mean_ci95([float(np.mean(a)) for a in by_task.values()])
+    rows.append([f"mean over {len(by_task)} tasks", sum(n_query.values()), format_acc(mean, ci)])
+    return markdown_table(["task", "queries", "acc (%)"], rows)
