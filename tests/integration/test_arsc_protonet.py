@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarec.models.features import texts_hash
+
 from metarec.data.arsc import ARSC_LABEL_MAP, make_target_fixture, per_task_table
 from metarec.data.readers import read_labeled_lines
 from metarec.episode import Episode
@@ -67,7 +69,8 @@ def test_protonet_meta_trains_and_reports_per_target_task(target_dir: Path, tmp_
         # ... and the episode the model was tested on used exactly them (same fingerprint).
         y = lambda rows: torch.as_tensor(family.corpus.labels[rows])  # noqa: E731  (negative=0, positive=1)
         expected = Episode(support_x=torch.empty(0), support_y=y(task.support), query_x=torch.empty(0),
-                           query_y=y(task.query), classes=[], family="arsc", task=task.name,
+                           query_y=y(task.query), classes=[f"{task.name}:negative", f"{task.name}:positive"],
+                           family="arsc", task=task.name, corpus=texts_hash(family.corpus.texts),
                            support_idx=torch.as_tensor(task.support), query_idx=torch.as_tensor(task.query))
         assert r["fingerprint"] == expected.fingerprint()
         # The whole .test file is the query set.
