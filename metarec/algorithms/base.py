@@ -140,7 +140,7 @@ class MetaLearner(L.LightningModule):
         self.log("val/loss", loss, batch_size=1, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
-        accs = self.val_acc.compute()  # gathered across ranks
+        accs = self.val_acc.compute().reshape(-1)  # gathered across ranks
         self.val_acc.reset()
         self.log("val/acc", accs.float().mean(), prog_bar=True, sync_dist=False, rank_zero_only=False)
 
@@ -164,9 +164,10 @@ class MetaLearner(L.LightningModule):
         })
 
     def on_test_epoch_end(self) -> None:
-        accs = self.test_acc.compute().float().cpu()
-        index = self.test_index.compute().long().cpu()
-        adapt = self.test_adapt_s.compute().float().cpu()
+        # reshape: CatMetric returns a 0-d tensor when there was a single episode.
+        accs = self.test_acc.compute().float().cpu().reshape(-1)
+        index = self.test_index.compute().long().cpu().reshape(-1)
+        adapt = self.test_adapt_s.compute().float().cpu().reshape(-1)
         for m in (self.test_acc, self.test_index, self.test_adapt_s):
             m.reset()
         if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
