@@ -65,7 +65,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from metarec.bench.runner import run_suite
 
     return run_suite(Path(args.suite), store=Path(args.store) if args.store else None, force=args.force,
-                     only=args.only, overrides=args.overrides, latex=args.latex)
+                     only=args.only, overrides=args.overrides, latex=args.latex, isolate=not args.in_process)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -98,6 +98,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--force", action="store_true", help="re-run finished cells")
     p.add_argument("--only", default=None, help="run only cells whose id contains this text")
     p.add_argument("--latex", action="store_true", help="also write a LaTeX table")
+    p.add_argument("--in-process", action="store_true",
+                   help="run cells in this process (default: one process per cell, for exact peak memory)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("list", help="list registered names")
@@ -112,8 +114,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Lightning's start-up tips and known-harmless warnings would bury metarec's own output.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    for pattern in (".*transfer_batch_to_device.*", ".*LeafSpec.*", ".*smaller than the logging interval.*"):
+    for name in ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*transfer_batch_to_device.*", ".*LeafSpec.*", ".*smaller than the logging interval.*",
+                    ".*module\\(s\\) in eval mode.*"):
         warnings.filterwarnings("ignore", message=pattern)
     from metarec.data.corpus import DataError
     from metarec.registry import UnknownNameError

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -81,9 +84,28 @@ def run_cell(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool
     return record
 
 
+def run_cell_subprocess(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool = False) -> dict[str, Any]:
+    """Runs one cell in a fresh Python process, so its peak memory is its own (not the suite's)."""
+    spec = json.dumps({"cell": [cell.method, cell.family, cell.n_shot, cell.seed, cell.overrides],
+                       "store": str(store.root), "key": key, "suite": suite_name, "force": force})
+    proc = subprocess.run([sys.executable, "-m", "metarec.bench.runner", spec])
+    if proc.returncode != 0:
+        raise RuntimeError(f"cell {cell.id} failed (exit {proc.returncode}); see its output above")
+    rec = store.load(key)
+    if rec is None:
+        raise RuntimeError(f"cell {cell.id} exited without writing {store.cell_dir(key) / 'result.json'}")
+    return rec
+
+
 def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, only: Optional[str] = None,
-              overrides: Sequence[str] = (), latex: bool = False, report_only: bool = False) -> int:
-    """Runs the suite's unfinished cells (all with ``force``), prints and writes the report."""
+              overrides: Sequence[str] = (), latex: bool = False, report_only: bool = False,
+              isolate: bool = True) -> int:
+    """Runs the suite's unfinished cells (all with ``force``), prints and writes the report.
+
+    Args:
+        isolate: run every cell in its own process (exact per-cell peak memory); ``False`` runs
+            them in this process (faster start-up, memory high-water marks then accumulate).
+    """
     suite = load_suite(path)
     rs = RunStore(store or Path("runs") / "bench" / suite.name)
     cells = suite.cells(list(overrides))
@@ -99,7 +121,7 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
         bar = tqdm(todo, desc=f"suite {suite.name}", unit="cell", position=0, leave=True, disable=None)
         for cell, key in bar:
             bar.set_postfix_str(cell.id)
-            rec = run_cell(cell, rs, key, suite.name, force=force)
+            rec = (run_cell_subprocess if isolate else run_cell)(cell, rs, key, suite.name, force=force)
             tqdm.write(f"[{suite.name}] {cell.id}: acc {100 * rec['metrics']['test/acc']:.1f} "
                        f"({rec['wall_seconds']:.0f} s)")
     results = collect(rs, keyed)
@@ -111,3 +133,23 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
     if missing:
         log.warning("%d cells have no result yet", missing)
     return 0
+
+
+def _cell_main(spec_json: str) -> int:
+    """Entry point of :func:`run_cell_subprocess` (``python -m metarec.bench.runner SPEC``)."""
+    import logging
+    import warnings
+
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore")
+    spec = json.loads(spec_json)
+    method, family, n_shot, seed, overrides = spec["cell"]
+    run_cell(Cell(method, family, n_shot, seed, overrides), RunStore(Path(spec["store"])), spec["key"],
+             spec["suite"], force=spec["force"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cell_main(sys.argv[1]))

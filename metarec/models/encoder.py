@@ -245,7 +245,9 @@ def load_hf_encoder(
 ) -> TextEncoder:
     """Loads any Hugging Face ``AutoModel`` by local path (or hub name when online)."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per cell in a suite would bury the results
     _check_model_dir(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)

@@ -40,7 +40,7 @@ def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(metarec.training, "run_experiment", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
-        run_suite(suite, store=store)
+        run_suite(suite, store=store, isolate=False)
     rs = RunStore(store)
     assert len(list(rs.keys())) == 1
     first_key = next(rs.keys())
@@ -48,7 +48,7 @@ def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
 
     calls.clear()
     monkeypatch.setattr(metarec.training, "run_experiment", lambda cfg, **kw: (calls.append(cfg.algorithm.name), real(cfg, **kw))[1])
-    run_suite(suite, store=store)
+    run_suite(suite, store=store, isolate=False)
     assert calls == ["protonet", "anil"]  # the finished cell was not re-run
     assert (store / first_key / "result.json").stat().st_mtime_ns == first_mtime
     assert len(list(rs.keys())) == 3
@@ -56,7 +56,18 @@ def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
     assert "synthetic" in out and "nearest_prototype" in out and "anil" in out
 
     calls.clear()
-    run_suite(suite, store=store)
+    run_suite(suite, store=store, isolate=False)
     assert calls == []  # everything finished: nothing re-runs
-    run_suite(suite, store=store, force=True, only="anil")
+    run_suite(suite, store=store, force=True, only="anil", isolate=False)
     assert calls == ["anil"]
+
+
+def test_cells_run_in_their_own_process(tmp_path, capsys):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE.replace("  protonet: [algorithm=protonet]\n  anil: [algorithm=anil]\n", ""))
+    run_suite(suite, store=tmp_path / "store")
+    rs = RunStore(tmp_path / "store")
+    (key,) = list(rs.keys())
+    rec = rs.load(key)
+    assert rec["peak_rss_mb"] > 0 and rec["n_episodes"] == 4
+    assert "nearest_prototype" in capsys.readouterr().out

@@ -71,3 +71,24 @@ def test_fomaml_gradient_is_query_gradient_at_adapted_weights():
     loss, _ = m.episode_forward(ep)
     loss.backward()
     torch.testing.assert_close(m.head.linear.weight.grad, expected)
+
+
+def test_proto_maml_head_starts_as_the_prototype_classifier():
+    from metarec.models.heads import PrototypeHead
+
+    enc = tiny_encoder(freeze="frozen", hidden_size=4, num_heads=1)
+    m = MAML(encoder=enc, n_way=2, inner_lr=0.5, inner_steps=0, head_init="prototypes")
+    m.eval()
+    ep = _episode()
+    _, logits = m.episode_forward(ep)
+    proto = PrototypeHead()(ep.query_x, ep.support_x, ep.support_y, 2)
+    # -||q - c||^2 = 2 q.c - ||c||^2 - ||q||^2: equal up to a per-query constant
+    torch.testing.assert_close(logits - (ep.query_x**2).sum(-1, keepdim=True), proto, atol=1e-5, rtol=1e-5)
+
+
+def test_fomaml_with_prototype_head_trains():
+    m = _model(FOMAML, head_init="prototypes")
+    m.train()
+    loss, _ = m.episode_forward(_episode())
+    loss.backward()
+    assert m.head.linear.weight.grad is not None and torch.isfinite(m.head.linear.weight.grad).all()
