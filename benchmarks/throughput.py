@@ -1,18 +1,19 @@
 """Throughput: metarec vs a minimal hand-written PyTorch + learn2learn loop, on identical episodes.
 
 For ProtoNet, MAML (second order) and FOMAML with the MiniLM encoder under the freeze policies
-top_k=1, top_k=2 and full, measures meta-training episodes/s of
+frozen (MAML-family: head only), top_k=1, top_k=2 and full, measures meta-training episodes/s of
 
   (a) a minimal loop: tokenized episodes -> HF model -> pooling -> loss -> Adam (learn2learn MAML);
   (b) metarec through the Lightning Trainer, without caches (token inputs);
-  (c) metarec with its caches (hidden states below the trainable layers);
+  (c) metarec with its caches (hidden states below the trainable layers, or pooled embeddings
+      of a frozen encoder);
 
 and prints b/a (framework overhead; target >= 0.95) and c/a (what caching buys; target >= 10 for
 top-1). Also the peak RSS of each run and the share of (a)'s step time spent in the encoder's
 forward + backward (the practical limit of any framework).
 
     python benchmarks/throughput.py                 # full grid (about 15-25 minutes on 2 cores)
-    python benchmarks/throughput.py --quick         # ProtoNet + FOMAML, top_k=1 only
+    python benchmarks/throughput.py --quick         # ProtoNet + FOMAML, frozen and top_k=1
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ class _Timer(L.Callback):
 
 
 def _policy(top_k: int | None) -> dict:
-    return {"freeze": "full"} if top_k is None else {"freeze": "top_k", "top_k": top_k}
+    if top_k is None:
+        return {"freeze": "full"}
+    return {"freeze": "frozen"} if top_k == 0 else {"freeze": "top_k", "top_k": top_k}
+
+
+def _policy_name(top_k: int | None) -> str:
+    return "full" if top_k is None else "frozen" if top_k == 0 else f"top_k={top_k}"
 
 
 def _episodes(family, n_way, n_shot, n_query, steps, seed):  # noqa: ANN001
@@ -160,11 +167,13 @@ def main() -> int:
     episodes = _episodes(family, args.n_way, args.n_shot, args.n_query, args.steps + 1, args.seed)
     args.steps += 1
     algos = ["protonet", "fomaml"] if args.quick else ["protonet", "maml", "fomaml"]
-    policies = [1] if args.quick else [1, 2, None]
+    policies = [0, 1] if args.quick else [0, 1, 2, None]
     rows, records = [], []
     for algo in algos:
         for k in policies:
-            name = "full" if k is None else f"top_k={k}"
+            if algo == "protonet" and k == 0:
+                continue  # a frozen ProtoNet has nothing to train
+            name = _policy_name(k)
             print(f"measuring {algo} {name} ...", file=sys.stderr, flush=True)
             a = plain_loop(algo, k, family, episodes, args)
             b = metarec_run(algo, k, family, args, cached=False)

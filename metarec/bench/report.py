@@ -150,7 +150,7 @@ def write_reports(suite: Suite, store: RunStore, results: list[CellResult], late
     """Writes report.md, report.csv (and report.tex), plots; returns the Markdown and files."""
     import pandas as pd
 
-    from metarec.evaluation.plots import plot_shots_curve, plot_task_bars
+    from metarec.evaluation.plots import plot_method_bars, plot_shots_curve, plot_task_bars
 
     rows = summarize(suite, results)
     md = markdown_report(suite, rows)
@@ -160,6 +160,7 @@ def write_reports(suite: Suite, store: RunStore, results: list[CellResult], late
     if latex:
         files.append(store.root / "report.tex")
         atomic_write_text(files[-1], latex_report(suite, rows))
+    files += plot_method_bars(rows, store.root / "plots", synthetic=suite.synthetic)
     files += plot_shots_curve(rows, store.root / "plots", synthetic=suite.synthetic)
     files += plot_task_bars(results, store.root / "plots", synthetic=suite.synthetic)
     return md, files

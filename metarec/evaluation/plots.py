@@ -75,3 +75,24 @@ def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_t
         ax.grid(axis="y", alpha=0.3)
         files += _save(fig, out, f"tasks-{family}-{shot}shot")
     return files
+
+
+def plot_method_bars(rows: list[dict[str, Any]], out: Path, synthetic: bool = False) -> list[Path]:
+    """Accuracy per method with 95% CI error bars, one figure per (family, n_shot)."""
+    files: list[Path] = []
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["family"], r["n_shot"])].append(r)
+    for (family, shot), rs in groups.items():
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rs)), 3.6))
+        acc = [100 * r["acc"] for r in rs]
+        err = [0.0 if math.isnan(e) else 100 * e for e in
+               (r["acc_ci95"] if not math.isnan(r["acc_ci95"]) else r["acc_seed_std"] for r in rs)]
+        ax.bar(range(len(rs)), acc, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(rs)), labels=[r["method"] for r in rs], rotation=30, ha="right")
+        ax.set_ylabel("query accuracy (%)")
+        ax.set_ylim(max(0.0, min(acc) - 15), min(100.0, max(a + e for a, e in zip(acc, err)) + 5))
+        ax.set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot, 95% CI")
+        ax.grid(axis="y", alpha=0.3)
+        files += _save(fig, out, f"methods-{family}-{shot}shot")
+    return files

@@ -51,7 +51,7 @@ def test_report_from_fixture_store(tmp_path):
     measured, reported = md.split("**Reported**")
     assert "Paper Net" not in measured and "new" not in reported.split("\n", 3)[-1]
     names = {f.name for f in files}
-    assert {"report.md", "report.csv", "report.tex", "shots-fam.png", "shots-fam.svg"} <= names
+    assert {"report.md", "report.csv", "report.tex", "shots-fam.png", "shots-fam.svg", "methods-fam-5shot.png"} <= names
     csv = (store.root / "report.csv").read_text()
     assert csv.startswith("family,") and csv.count("\n") == 5
 

@@ -1,0 +1,20 @@
+"""CSV logs always; Weights & Biases offline (no network) when configured, suite/cell as group/name."""
+
+import csv
+
+from metarec.config import compose
+from metarec.training import run_experiment
+
+
+def test_csv_and_offline_wandb(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose(["encoder=tiny_bert", "family=synthetic_sentiment", "episodes.n_way=2", "trainer.max_steps=2",
+                   "trainer.val_check_interval=2", "episodes.val_episodes=2", "episodes.test_episodes=2",
+                   "trainer.enable_progress_bar=false", "logger=wandb", "logger.group=suite-x",
+                   "logger.run_name=cell-y", f"run_dir={tmp_path}"])
+    run_experiment(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
+    assert any(r.get("val/acc") for r in rows) and any(r.get("test/acc") for r in rows)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs, f"no offline W&B run under {tmp_path / 'wandb'}"
