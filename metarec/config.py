@@ -8,11 +8,13 @@ and the tests build configs the same way: ``compose(["experiment=quickstart/prot
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.errors import HydraException, MissingConfigException
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -28,11 +30,32 @@ def config_dir() -> Path:
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_path: Optional[Path] = None) -> DictConfig:
     """Composes the config with Hydra overrides, e.g. ``["algorithm=maml", "seed=3"]``."""
+    root = Path(config_path or config_dir())
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_path or config_dir()), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    try:
+        with initialize_config_dir(config_dir=str(root), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
+    except MissingConfigException as e:
+        raise ConfigError(_missing_message(e, root)) from None
+    except HydraException as e:
+        raise ConfigError(f"bad config override: {str(e).splitlines()[0]}") from None
     OmegaConf.resolve(cfg)
     return cfg
+
+
+class ConfigError(ValueError):
+    """A config override names a config file or key that does not exist."""
+
+
+def _missing_message(e: Exception, root: Path) -> str:
+    msg = str(e).splitlines()[0]
+    m = re.search(r"Could not (?:find|load) '([^']+)'", msg)
+    if not m:
+        return msg
+    group, _, name = m.group(1).partition("/")  # the config group is the top folder
+    folder = root / group
+    known = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")) if folder.is_dir() else []
+    return f"unknown {group or 'config'} {name!r} (no {m.group(1)}.yaml under {root}); known: {', '.join(known)}"
 
 
 def list_experiments() -> list[str]:

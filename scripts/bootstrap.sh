@@ -63,7 +63,7 @@ fi
 
 log "installing metarec and its dependencies"
 pipq install -e "$root[dev]"
-"$venv/bin/python" -c "import learn2learn, torch, torchvision, transformers, lightning, metarec" \
+"$venv/bin/python" -c "import metarec, learn2learn, torch, torchvision, transformers, lightning" \
   || { log "import check failed"; exit 1; }
 echo "$want" > "$stamp"
 log "done"

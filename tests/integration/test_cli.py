@@ -8,7 +8,9 @@ from metarec.cli import main
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["fit", "algorithm=protonett"], "unknown algorithm 'protonett'; known algorithms: "),
+        (["fit", "algorithm=protonett"], "unknown algorithm 'protonett' (no algorithm/protonett.yaml"),
+        (["fit", "algorithm.name=protonett"], "unknown algorithm 'protonett'; known algorithms: "),
+        (["fit", "experiment=nope/x"], "unknown experiment 'nope/x'"),
         (["fit", "encoder=tiny_bert", "family=synthetic_sentiment", "episodes.n_way=3"],
          "n_way=3 but family 'synthetic_sentiment', split 'train'"),
         (["fit", "encoder=tiny_bert", "episodes.n_shot=70", "episodes.n_query=20"], "90 examples per class needed"),
