@@ -65,7 +65,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from metarec.bench.runner import run_suite
 
     return run_suite(Path(args.suite), store=Path(args.store) if args.store else None, force=args.force,
-                     only=args.only, overrides=args.overrides, latex=args.latex, isolate=not args.in_process)
+                     only=args.only, overrides=args.overrides, latex=args.latex, isolate=not args.in_process,
+                     report_only=args.report_only)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -98,6 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--force", action="store_true", help="re-run finished cells")
     p.add_argument("--only", default=None, help="run only cells whose id contains this text")
     p.add_argument("--latex", action="store_true", help="also write a LaTeX table")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the store; run nothing")
     p.add_argument("--in-process", action="store_true",
                    help="run cells in this process (default: one process per cell, for exact peak memory)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell")

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from metarec.data.family import TaskFamily
-from metarec.data.sampler import EpisodeIndices, EpisodeSampler, EpisodeSpec
+from metarec.data.sampler import EpisodeSampler, EpisodeSpec
 from metarec.episode import Episode
 from metarec.models.features import FeatureStore, texts_hash
 
@@ -36,9 +36,6 @@ class EpisodeDataset(Dataset):
 
     def __len__(self) -> int:
         return self.length
-
-    def indices(self, i: int) -> EpisodeIndices:
-        return self.sampler.sample(i)
 
     def __getitem__(self, i: int) -> Episode:
         e = self.sampler.sample(i)
