@@ -101,7 +101,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),
-        precision=t.precision, max_steps=t.max_steps, max_epochs=1,  # one pass over the step-indexed episode stream
+        precision=t.precision, max_steps=t.max_steps, max_epochs=-1 if t.max_steps > 0 else 1,
         val_check_interval=min(t.val_check_interval, max(t.max_steps, 1)), check_val_every_n_epoch=None,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.get("gradient_clip_val"),
         enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
