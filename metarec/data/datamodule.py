@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import EpisodeSampler, EpisodeSpec
 from metarec.episode import Episode
-from metarec.models.features import FeatureStore, texts_hash
+from metarec.models.features import FeatureStore
 
 
 class EpisodeDataset(Dataset):
@@ -32,7 +32,7 @@ class EpisodeDataset(Dataset):
         self.sampler = sampler
         self.features = features
         self.length = length
-        self.corpus_hash = texts_hash(sampler.family.corpus.texts)
+        self.corpus_hash = features.texts_hash  # the store holds this family's corpus texts
 
     def __len__(self) -> int:
         return self.length

@@ -103,14 +103,19 @@ class FeatureStore:
         self.store_dtype = store_dtype if self.kind == "hidden" else torch.float32
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
         self.cache_hits = 0
+        self.texts_hash = texts_hash(texts)  # also the corpus identity in episode fingerprints
+        self._key: Optional[dict[str, Any]] = None
         self._tokens: Optional[list[Tensor]] = None
         self._data: Optional[dict[str, Tensor]] = None
         self._build()
 
     # -- cache key ------------------------------------------------------------------------
     def key(self) -> dict[str, Any]:
+        """What the cached states depend on (computed once: the frozen weights never change)."""
+        if self._key is not None:
+            return self._key
         e = self.encoder
-        return {
+        self._key = {
             "kind": self.kind,
             "encoder": e.identity,
             "weights": e.weights_hash(),
@@ -118,10 +123,11 @@ class FeatureStore:
             "normalize": e.normalize,
             "max_length": e.max_length,
             "split_layer": e.n_frozen_layers,
-            "texts": texts_hash(self.texts),
+            "texts": self.texts_hash,
             "n": len(self.texts),
             "dtype": str(self.store_dtype),
         }
+        return self._key
 
     def cache_path(self) -> Optional[Path]:
         if self.cache_dir is None:
