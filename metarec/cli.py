@@ -4,6 +4,7 @@
     metarec test  CKPT [OVERRIDES...]      test a checkpoint on the experiment's fixed test episodes
     metarec bench SUITE [--force] ...      run a benchmark suite (resumable) and print its table
     metarec list  [algorithms|families|encoders|experiments]
+    metarec arsc-dev-split DATA_DIR OUT    draw the ARSC development protocol's split file once
 
 OVERRIDES are Hydra overrides of the config tree in experiments/ (``trainer.max_steps=50``).
 """
@@ -83,6 +84,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_arsc_dev_split(args: argparse.Namespace) -> int:
+    from metarec.data.arsc import make_dev_split
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"metarec: error: {out} exists (a committed split is drawn once; --force replaces it)", file=sys.stderr)
+        return 2
+    split = make_dev_split(args.data_dir, n_domains=args.n_domains, min_test=args.min_test, seed=args.seed)
+    out.write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {out}: held-out domains {split['holdout_domains']}, {len(split['supports'])} tasks")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="metarec", description="Meta-learning benchmarks on e-commerce tasks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +121,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("kind", nargs="?", choices=["algorithms", "families", "encoders", "experiments"])
     p.set_defaults(fn=cmd_list)
+    p = sub.add_parser("arsc-dev-split", help="draw the ARSC development protocol (held-out domains, fixed supports)")
+    p.add_argument("data_dir")
+    p.add_argument("out", help="e.g. experiments/splits/arsc_dev.json")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-domains", type=int, default=4)
+    p.add_argument("--min-test", type=int, default=100, help="least .test lines per threshold of a held-out domain")
+    p.add_argument("--force", action="store_true", help="overwrite OUT")
+    p.set_defaults(fn=cmd_arsc_dev_split)
     args, extra = parser.parse_known_args(argv)
     # Hydra overrides may come after options (`bench SUITE --force seed=1`).
     bad = [a for a in extra if "=" not in a or a.startswith("-")]

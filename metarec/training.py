@@ -53,7 +53,8 @@ def build_features(cfg: DictConfig, encoder: TextEncoder, family: TaskFamily) ->
     kind = None if cfg.features.cache else "tokens"
     cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
     return FeatureStore(encoder, family.corpus.texts, kind=kind, cache_dir=cache_dir,
-                        batch_size=int(cfg.features.get("batch_size", 64)))
+                        batch_size=int(cfg.features.get("batch_size", 64)),
+                        autocast=bool(cfg.features.get("autocast", False)))
 
 
 def build_datamodule(cfg: DictConfig, family: TaskFamily, features: FeatureStore) -> EpisodicDataModule:

@@ -8,7 +8,7 @@ shared by the other baselines that fit a fresh head on a support set.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,11 +20,14 @@ from metarec.models.heads import LinearHead, class_means
 from metarec.registry import ALGORITHMS
 
 
-def fit_head(head: nn.Module, z: Tensor, y: Tensor, l2: float = 0.0, max_iter: int = 100) -> list[float]:
+def fit_head(head: nn.Module, z: Tensor, y: Tensor, l2: float = 0.0, max_iter: int = 100,
+             center: Optional[dict[str, Tensor]] = None) -> list[float]:
     """Fits ``head`` in place on fixed embeddings by full-batch L-BFGS.
 
     Minimizes ``mean cross-entropy + l2 / 2 * sum ||weight||^2`` (biases and parameters not
-    named ``*weight`` are not penalized). Runs in fp32 outside autocast: L-BFGS line searches
+    named ``*weight`` are not penalized). With ``center`` (parameter name → tensor), the
+    penalty is ``l2 / 2 * sum ||p - center[p]||^2`` over exactly the named parameters: a
+    Gaussian prior around a given head. Runs in fp32 outside autocast: L-BFGS line searches
     on bf16 losses stall.
 
     Args:
@@ -39,7 +42,14 @@ def fit_head(head: nn.Module, z: Tensor, y: Tensor, l2: float = 0.0, max_iter: i
     """
     z = z.detach().float()
     params = [p for p in head.parameters() if p.requires_grad]
-    penalized = [p for n, p in head.named_parameters() if p.requires_grad and n.endswith("weight")]
+    if center is None:
+        penalized = [(p, None) for n, p in head.named_parameters() if p.requires_grad and n.endswith("weight")]
+    else:
+        named = dict(head.named_parameters())
+        unknown = sorted(set(center) - set(named))
+        if unknown:
+            raise ValueError(f"fit_head: center names {unknown} are not parameters of the head ({sorted(named)})")
+        penalized = [(named[n], c.detach().float()) for n, c in center.items()]
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=10,
                             line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
     trace: list[float] = []
@@ -48,7 +58,7 @@ def fit_head(head: nn.Module, z: Tensor, y: Tensor, l2: float = 0.0, max_iter: i
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(head(z), y)
         if l2 > 0:
-            loss = loss + 0.5 * l2 * sum(p.pow(2).sum() for p in penalized)
+            loss = loss + 0.5 * l2 * sum((p if c is None else p - c).pow(2).sum() for p, c in penalized)
         loss.backward()
         trace.append(float(loss.detach()))
         return loss

@@ -5,6 +5,7 @@ classifier per test episode.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Optional
 
 import torch
@@ -19,6 +20,22 @@ from metarec.models.heads import LinearHead, class_means
 from metarec.registry import ALGORITHMS
 
 HEADS = ("linear", "cosine")
+TRAIN_SOFTMAX = ("all", "episode")
+TEST_HEADS = ("fit", "prior")
+PRIOR_MATCH = ("label", "subtask")
+
+
+def prior_key(class_name: str, match: str) -> str:
+    """The part of a class name that transfers across tasks, for a label-aware test head.
+
+    Class names of multi-task families read ``"<task>:<label>"`` (ARSC:
+    ``"apparel.t2:negative"``). ``match="label"`` keys on the label (``"negative"``);
+    ``match="subtask"`` on everything after the task's first dot (``"t2:negative"``: the
+    rating threshold and the label), for families whose task names are ``<domain>.<subtask>``.
+    """
+    if match == "label":
+        return class_name.rsplit(":", 1)[-1]
+    return class_name.split(".", 1)[-1]
 
 
 class CosineHead(nn.Module):
@@ -65,6 +82,20 @@ class Baseline(MetaLearner):
         l2: L2 penalty of the per-episode linear head (``mean CE + l2/2 ||W||^2``).
         max_iter: L-BFGS iterations of the per-episode head.
         normalize: L2-normalize embeddings before the per-episode linear fit.
+        train_softmax: ``"all"`` — one softmax over every meta-training class (Chen et al.);
+            ``"episode"`` — each row competes only with the classes of its own episode (a
+            multi-task model with one head per task). Use ``"episode"`` when tasks share
+            inputs with conflicting labels (ARSC: one review, three rating thresholds).
+        test_head: ``"fit"`` — a fresh logistic regression per test episode (above);
+            ``"prior"`` — a linear head on the raw embeddings that starts at the mean of the
+            trained class weights whose names share the test class's :func:`prior_key`
+            and is fitted on the support with an L2 pull of strength ``prior_l2`` towards
+            that start (a MAP estimate under a Gaussian prior centred on what the training
+            tasks learned). A class without a matching training class starts from its support
+            prototype instead. Linear heads only.
+        prior_match: ``"label"`` or ``"subtask"`` (see :func:`prior_key`).
+        prior_l2: strength of the pull towards the prior head (``inf``: the prior as it is,
+            the support is not used).
         **kwargs: see :class:`MetaLearner`.
     """
 
@@ -77,12 +108,28 @@ class Baseline(MetaLearner):
         l2: float = 1e-3,
         max_iter: int = 100,
         normalize: bool = True,
+        train_softmax: str = "all",
+        test_head: str = "fit",
+        prior_match: str = "label",
+        prior_l2: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.head_kind = head or self.head_default
         if self.head_kind not in HEADS:
             raise ValueError(f"{type(self).__name__} head must be one of {HEADS}, got {self.head_kind!r}")
+        for option, value, allowed in (("train_softmax", train_softmax, TRAIN_SOFTMAX),
+                                       ("test_head", test_head, TEST_HEADS), ("prior_match", prior_match, PRIOR_MATCH)):
+            if value not in allowed:
+                raise ValueError(f"{type(self).__name__} {option} must be one of {allowed}, got {value!r}")
+        if test_head == "prior" and self.head_kind != "linear":
+            raise ValueError(f"{type(self).__name__} test_head='prior' needs head='linear', got {self.head_kind!r}")
+        if prior_l2 < 0:
+            raise ValueError(f"{type(self).__name__} prior_l2 must be >= 0, got {prior_l2}")
+        self.train_softmax = train_softmax
+        self.test_head = test_head
+        self.prior_match = prior_match
+        self.prior_l2 = float(prior_l2)
         self.scale = float(scale)
         self.l2 = float(l2)
         self.max_iter = int(max_iter)
@@ -153,19 +200,65 @@ class Baseline(MetaLearner):
             self.seen_classes.update(episode.classes)
         y = torch.cat(ys)
         logits = self.train_head(self.encoder(x))
+        if self.train_softmax == "episode":
+            # Mask every class outside a row's own episode: one binary (n_way) softmax per task.
+            allowed = torch.zeros_like(logits, dtype=torch.bool)
+            start = 0
+            for episode in batch:
+                n = episode.support_y.shape[0] + episode.query_y.shape[0]
+                allowed[start : start + n, self.global_labels(episode)] = True
+                start += n
+            logits = logits.masked_fill(~allowed, float("-inf"))
         loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/acc", self._accuracy(logits.detach(), y), prog_bar=True, batch_size=len(batch))
         return loss
 
     # -- a new head per episode -------------------------------------------------------------
+    def prior_head(self, episode: Episode, support: Tensor) -> tuple[Tensor, Tensor]:
+        """Start ``(W0 (n_way, dim), b0 (n_way,))`` of a ``test_head="prior"`` head.
+
+        Class ``c`` starts at the mean trained weight and bias of the training classes with the
+        same :func:`prior_key`; without one, at its support prototype (nearest-prototype rule).
+        """
+        assert isinstance(self.train_head, LinearHead)
+        lin = self.train_head.linear
+        keys = [prior_key(n, self.prior_match) for n in self.train_classes]
+        protos = class_means(support, episode.support_y, episode.n_way)
+        ws, bs = [], []
+        for c, name in enumerate(episode.classes):
+            key = prior_key(name, self.prior_match)
+            idx = [i for i, k in enumerate(keys) if k == key and self.train_classes[i] != name]
+            if idx:
+                ws.append(lin.weight[idx].float().mean(0))
+                bs.append(lin.bias[idx].float().mean())
+            else:
+                ws.append(protos[c])
+                bs.append(-0.5 * protos[c].pow(2).sum())
+        return torch.stack(ws).detach(), torch.stack(bs).detach()
+
+    def fit_prior_head(self, episode: Episode, support: Tensor) -> LinearHead:
+        """The ``test_head="prior"`` head: MAP fit on the support under a Gaussian prior."""
+        w0, b0 = self.prior_head(episode, support)
+        head = LinearHead(support.shape[1], episode.n_way).to(support.device)
+        with torch.no_grad():
+            head.linear.weight.copy_(w0)
+            head.linear.bias.copy_(b0)
+        if math.isinf(self.prior_l2):
+            return head
+        fit_head(head, support, episode.support_y, l2=self.prior_l2, max_iter=self.max_iter,
+                 center={"linear.weight": w0, "linear.bias": b0})
+        return head
+
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             support, query = self.embed_episode(episode)
         support, query = support.float(), query.float()
         n_way = episode.n_way
         head: nn.Module
-        if self.head_kind == "cosine":
+        if self.test_head == "prior":
+            head = self.fit_prior_head(episode, support)
+        elif self.head_kind == "cosine":
             head = CosineHead(support.shape[1], n_way, self.scale).to(support.device)
             with torch.no_grad():
                 head.weight.copy_(F.normalize(class_means(support, episode.support_y, n_way), dim=-1))

@@ -27,6 +27,8 @@ names say which task they belong to: ``"apparel.t2:negative"``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -186,6 +188,7 @@ def arsc(
     strict: bool = False,
     lenient: bool = False,
     seed: int = 0,
+    dev_split: Optional[str] = None,
 ) -> TaskFamily:
     """The ARSC task family: 2-way sentiment tasks per (domain, threshold).
 
@@ -215,6 +218,10 @@ def arsc(
             of raising.
         seed: seed of ``max_per_class`` subsampling and of fallback support sets; never the
             training seed, so every run sees the same tasks.
+        dev_split: a development split file (:func:`make_dev_split`, e.g.
+            ``experiments/splits/arsc_dev.json``): its held-out filtered domains are the
+            meta-test, each task with the fixed support lines the file names and its whole
+            ``.test`` file as queries (protocol ``"dev"``); a target list is then ignored.
 
     Returns:
         The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
@@ -239,8 +246,22 @@ def arsc(
     tdir = Path(target_dir).expanduser() if target_dir else root
     if target_dir and not (tdir / TARGET_LIST).is_file():
         raise DataError(f"arsc: target_dir {tdir} has no {TARGET_LIST}")
-    official = (tdir / TARGET_LIST).is_file()
-    if official:
+    spec: Optional[dict[str, Any]] = None
+    if dev_split:
+        if target_dir:
+            raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
+        spec = read_dev_split(dev_split)
+        _check_known(f"dev_split {dev_split} holdout_domains", spec["holdout_domains"], filtered, root / FILTERED_LIST)
+        if sorted(spec["thresholds"]) != sorted(thresholds):
+            raise DataError(f"arsc: dev_split {dev_split} was drawn for thresholds {spec['thresholds']}, "
+                            f"the family uses {thresholds}")
+    official = spec is None and (tdir / TARGET_LIST).is_file()
+    if spec is not None:
+        held = list(dict.fromkeys(list(spec["holdout_domains"]) + list(holdout_domains or [])))
+        test_domains, test_dir = list(spec["holdout_domains"]), root
+        log.info("arsc: development protocol of %s: held-out domains %s, fixed supports from the split file",
+                 dev_split, test_domains)
+    elif official:
         targets = read_domain_list(tdir / TARGET_LIST)
         overlap = [d for d in targets if d in filtered]
         if overlap:
@@ -309,7 +330,9 @@ def arsc(
     for name, sup, qry in test_tasks:
         s_lines = _read(sup, lenient, reports)
         pos = None
-        if not official:
+        if spec is not None:
+            pos = _dev_support_rows(spec, Path(str(dev_split)), name, sup, s_lines)
+        elif not official:
             pos = subsample_per_class(_labels_of(s_lines), shot, _row_rng(seed, sup))
         s_rows = builder.add(sup, s_lines, name, pos)
         q_rows = builder.add(qry, _read(qry, lenient, reports), name)
@@ -340,7 +363,8 @@ def arsc(
 
     class_names = [f"{g}:{c}" for g in builder.group_names for c in LABEL_NAMES]
     metadata: dict[str, Any] = {
-        "protocol": "official" if official else "fallback",
+        "protocol": "official" if official else ("dev" if spec is not None else "fallback"),
+        "dev_split": str(dev_split) if dev_split else None,
         "data_dir": str(root),
         "target_dir": str(test_dir),
         "label_map": dict(ARSC_LABEL_MAP),
@@ -403,6 +427,109 @@ def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Opti
                     expect_shot, ", ".join(uneven))
 
 
+#: Version of the development split file format (see :func:`make_dev_split`).
+DEV_SPLIT_FORMAT = 1
+
+
+def _line_sha(text: str, label: str) -> str:
+    return hashlib.sha256(f"{text}\t{label}".encode()).hexdigest()[:16]
+
+
+def make_dev_split(
+    data_dir: Path | str,
+    n_domains: int = 4,
+    min_test: int = 100,
+    thresholds: Sequence[str] = THRESHOLDS,
+    n_per_class: int = PROTOCOL_SHOT,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The ARSC development protocol, drawn once: held-out domains and their fixed supports.
+
+    ``n_domains`` domains are drawn with ``seed`` among the filtered domains that have a
+    ``.train`` and at least ``min_test`` ``.test`` lines for every threshold. For each held-out
+    (domain, threshold), ``n_per_class`` lines of each label of its ``.train`` file are drawn
+    (the fixed 10-line support of the protocol); its whole ``.test`` file is the query set.
+    The result names every support line by its 1-based line number and a hash of its content,
+    so a run refuses a data directory whose files differ from the ones the split was drawn from.
+
+    Returns:
+        A JSON-ready dict (written to ``experiments/splits/arsc_dev.json`` by
+        ``metarec arsc-dev-split DATA_DIR OUT``).
+    """
+    root = resolve_data_dir(data_dir)
+    filtered = read_domain_list(root / FILTERED_LIST)
+    eligible = []
+    for d in filtered:
+        ok = all(arsc_path(root, d, t, "train").is_file() and arsc_path(root, d, t, "test").is_file()
+                 and len(read_labeled_lines(arsc_path(root, d, t, "test"), labels=ARSC_LABEL_MAP)) >= min_test
+                 for t in thresholds)
+        if ok:
+            eligible.append(d)
+    if len(eligible) < n_domains:
+        raise DataError(f"arsc: only {len(eligible)} domains of {root / FILTERED_LIST} have a .train and "
+                        f">= {min_test} .test lines per threshold ({eligible}); {n_domains} requested")
+    rng = np.random.default_rng(seed)
+    held = sorted(rng.choice(eligible, size=n_domains, replace=False).tolist())
+    supports: dict[str, Any] = {}
+    for d in held:
+        for t in thresholds:
+            path = arsc_path(root, d, t, "train")
+            lines = read_labeled_lines(path, labels=ARSC_LABEL_MAP)
+            pos = subsample_per_class(_labels_of(lines), n_per_class, _row_rng(seed, path))
+            supports[f"{d}.{t}"] = {
+                "file": path.name,
+                "lines": [int(lines.lines[p]) for p in pos.tolist()],
+                "sha256": [_line_sha(lines.texts[p], lines.labels[p]) for p in pos.tolist()],
+            }
+    return {
+        "format": DEV_SPLIT_FORMAT,
+        "protocol": "arsc-dev",
+        "note": (f"ARSC development protocol: {n_domains} filtered domains (drawn with seed {seed} among those "
+                 f"with >= {min_test} .test lines per threshold) held out of meta-training; per task a fixed "
+                 f"support of {n_per_class} lines per label of its .train file, queries = the whole .test file. "
+                 "Made once by `metarec arsc-dev-split`; read as it is by every run."),
+        "seed": seed,
+        "eligible_domains": eligible,
+        "holdout_domains": held,
+        "thresholds": list(thresholds),
+        "supports": supports,
+    }
+
+
+def read_dev_split(path: Path | str) -> dict[str, Any]:
+    """Reads a development split file written by :func:`make_dev_split` (checked, not trusted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"arsc: dev_split {path} does not exist")
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"arsc: dev_split {path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    for key in ("holdout_domains", "thresholds", "supports"):
+        if key not in split:
+            raise DataError(f"arsc: dev_split {path} has no {key!r} field (is it a file from make_dev_split?)")
+    if split.get("format") != DEV_SPLIT_FORMAT:
+        raise DataError(f"arsc: dev_split {path} has format {split.get('format')!r}, expected {DEV_SPLIT_FORMAT}")
+    return split
+
+
+def _dev_support_rows(split: dict[str, Any], split_path: Path, task: str, path: Path,
+                      lines: LabeledLines) -> np.ndarray:
+    """Positions in ``lines`` of the fixed support of ``task``; DataError if the file changed."""
+    entry = split["supports"].get(task)
+    if entry is None:
+        raise DataError(f"arsc: dev_split {split_path} has no support for task {task!r}")
+    by_line = {n: i for i, n in enumerate(lines.lines)}
+    pos = []
+    for n, sha in zip(entry["lines"], entry["sha256"]):
+        i = by_line.get(int(n))
+        if i is None or _line_sha(lines.texts[i], lines.labels[i]) != sha:
+            raise DataError(f"arsc: {path}, line {n} differs from the line dev_split {split_path} was drawn from "
+                            "(different ARSC copy?); regenerate the split or use the data it was made from")
+        pos.append(i)
+    return np.asarray(pos, dtype=np.int64)
+
+
 def make_target_fixture(
     src: Path | str,
     dst: Path | str,
@@ -447,3 +574,4 @@ def make_target_fixture(
                         arsc_path(dst, d, t, split).symlink_to(p.resolve())
         (dst / FILTERED_LIST).write_text("".join(f"{d}\n" for d in train_domains), encoding="utf-8")
     return dst
+

@@ -70,6 +70,10 @@ class TextEncoder(nn.Module):
         max_length: tokenizer truncation length.
         normalize: L2-normalize pooled embeddings (as sentence-transformers does for MiniLM).
         identity: name/path used in cache keys and result records.
+        length_buckets: run the trainable top on cached states in up to this many chunks of
+            similar length, each trimmed to its own longest row (1: one padded batch). Pooled
+            outputs are the same up to float rounding; with review-length texts a big batch
+            otherwise spends most of its time on padding.
     """
 
     def __init__(
@@ -82,8 +86,12 @@ class TextEncoder(nn.Module):
         max_length: int = 128,
         normalize: bool = False,
         identity: str = "",
+        length_buckets: int = 1,
     ) -> None:
         super().__init__()
+        if length_buckets < 1:
+            raise ValueError(f"encoder length_buckets must be >= 1, got {length_buckets}")
+        self.length_buckets = int(length_buckets)
         if pooling not in ("mean", "cls"):
             raise ValueError(f"encoder pooling must be 'mean' or 'cls', got {pooling!r}")
         try:
@@ -165,7 +173,16 @@ class TextEncoder(nn.Module):
     def run_top(self, hidden: Tensor, mask: Tensor, layers: Optional[nn.Module] = None) -> Tensor:
         """Runs the trainable layers (or ``layers``, e.g. a MAML clone of them) and pools."""
         layers = self.layers[self.n_frozen_layers :] if layers is None else layers
-        return self.pool(self._run_layers(hidden, mask, layers), mask)
+        n = hidden.shape[0]
+        if self.length_buckets <= 1 or n < 2 * self.length_buckets:
+            return self.pool(self._run_layers(hidden, mask, layers), mask)
+        order = torch.argsort(mask.sum(1), descending=True)
+        pooled = []
+        for rows in torch.tensor_split(order, self.length_buckets):
+            width = int(mask[rows].sum(1).max())
+            h, m = hidden[rows, :width], mask[rows, :width]
+            pooled.append(self.pool(self._run_layers(h, m, layers), m))
+        return torch.cat(pooled)[torch.argsort(order)]
 
     @staticmethod
     def _run_layers(hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
@@ -242,6 +259,7 @@ def load_hf_encoder(
     max_length: int = 128,
     normalize: bool = False,
     attn_implementation: str = "eager",
+    length_buckets: int = 1,
 ) -> TextEncoder:
     """Loads any Hugging Face ``AutoModel`` by local path (or hub name when online)."""
     from transformers import AutoModel, AutoTokenizer
@@ -258,7 +276,7 @@ def load_hf_encoder(
             f"cannot load encoder {name_or_path!r}: {e}" + (" (HF_HUB_OFFLINE=1: only local paths work)" if offline else "")
         ) from None
     return TextEncoder(model, tokenizer, pooling=pooling, freeze=freeze, top_k=top_k, max_length=max_length,
-                       normalize=normalize, identity=str(name_or_path))
+                       normalize=normalize, identity=str(name_or_path), length_buckets=length_buckets)
 
 
 @ENCODERS.register("hf")

@@ -79,6 +79,9 @@ class FeatureStore:
             ``~/.cache/metarec``. ``False`` keeps them in memory only.
         batch_size: batch size for computing states.
         store_dtype: dtype of stored hidden states (float16 halves memory; embeddings are fp32).
+        autocast: compute the cached states under bf16 autocast (about 3x faster on a CPU
+            with AVX-512 BF16; the states then differ from fp32 ones in the 3rd digit, so the
+            flag is part of the cache key). ``build_features`` sets it for bf16 runs.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class FeatureStore:
         cache_dir: Path | str | None | bool = None,
         batch_size: int = 64,
         store_dtype: torch.dtype = torch.float16,
+        autocast: bool = False,
     ) -> None:
         self.kind = kind or encoder.feature_kind
         if self.kind not in KINDS:
@@ -100,6 +104,7 @@ class FeatureStore:
         self.encoder = encoder
         self.texts = texts
         self.batch_size = batch_size
+        self.autocast = bool(autocast)
         self.store_dtype = store_dtype if self.kind == "hidden" else torch.float32
         self.cache_dir = None if cache_dir is False else Path(cache_dir or default_cache_dir())
         self.cache_hits = 0
@@ -127,6 +132,8 @@ class FeatureStore:
             "n": len(self.texts),
             "dtype": str(self.store_dtype),
         }
+        if self.autocast:  # absent when off: caches written before the option keep their key
+            self._key["autocast"] = "bf16"
         return self._key
 
     def cache_path(self) -> Optional[Path]:
@@ -177,6 +184,7 @@ class FeatureStore:
         lengths = torch.tensor([len(t) for t in self._tokens])
         order = torch.argsort(lengths, descending=True)  # similar lengths → little padding
         dim = enc.dim
+        device_type = next(enc.parameters()).device.type
         if self.kind == "embedding":
             out = torch.empty(n, dim, dtype=torch.float32)
         else:
@@ -187,9 +195,10 @@ class FeatureStore:
                           disable=None, leave=False):
             rows = order[start : start + self.batch_size]
             batch = self._pad([self._tokens[i] for i in rows.tolist()])
-            if self.kind == "embedding":
-                out[rows] = enc(batch).float()
-            else:
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.autocast):
+                if self.kind == "embedding":
+                    out[rows] = enc(batch).float()
+                    continue
                 hidden = enc.bottom(batch)
                 for j, r in enumerate(rows.tolist()):
                     flat[offsets[r] : offsets[r + 1]] = hidden[j, : lengths[r]].to(self.store_dtype)

@@ -52,3 +52,32 @@ def test_minilm_loads_offline():
     enc = minilm_encoder(freeze="frozen")
     z = enc(enc.tokenize(["waterproof hiking boots"]))
     assert z.shape == (1, 384) and torch.isfinite(z).all()
+
+
+def test_length_buckets_give_the_same_embeddings_and_gradients():
+    texts = [" ".join(["word"] * n) + " end" for n in (1, 9, 3, 20, 2, 14, 5, 7, 11, 4)]
+    enc = tiny_encoder(freeze="top_k", top_k=1)
+    store = FeatureStore(enc, texts, cache_dir=False, store_dtype=torch.float32)
+    x = store(torch.arange(len(texts)))
+    outs, grads = [], []
+    for buckets in (1, 3):
+        enc.length_buckets = buckets
+        enc.zero_grad()
+        z = enc(x)
+        (z * torch.arange(z.numel(), dtype=z.dtype).view_as(z)).sum().backward()
+        outs.append(z.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in enc.trainable_top().parameters()]))
+    torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="length_buckets must be >= 1"):
+        tiny_encoder(freeze="top_k", length_buckets=0)
+
+
+def test_bf16_autocast_cache_is_close_and_keyed_apart(tmp_path):
+    enc = tiny_encoder(freeze="top_k", top_k=1)
+    a = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
+    b = FeatureStore(enc, TEXTS, cache_dir=tmp_path, autocast=True)
+    assert a.cache_path() != b.cache_path() and b.cache_hits == 0
+    ha, hb = a(torch.arange(4))["hidden_states"], b(torch.arange(4))["hidden_states"]
+    assert not torch.equal(ha, hb)
+    torch.testing.assert_close(ha, hb, atol=0.1, rtol=0.05)

@@ -180,3 +180,92 @@ def test_metasgd_inner_lrs_are_parameters_and_learn(toy):
     assert all(p.grad is not None for p in lrs[-2:])  # the head's rates
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(lrs, before)), "no inner learning rate changed"
+
+
+# -- multi-task heads and the label-aware prior (the ARSC recipe) ----------------------------
+def test_fit_head_center_pulls_towards_the_given_head():
+    from metarec.algorithms.linear_probe import fit_head
+    from metarec.models.heads import LinearHead
+
+    g = torch.Generator().manual_seed(0)
+    z, y = torch.randn(10, 8, generator=g), torch.arange(2).repeat(5)
+    w0, b0 = torch.randn(2, 8, generator=g), torch.randn(2, generator=g)
+    fits = []
+    for l2 in (1e4, 1e-4):
+        head = LinearHead(8, 2)
+        fit_head(head, z, y, l2=l2, center={"linear.weight": w0, "linear.bias": b0}, max_iter=200)
+        fits.append(head)
+    # A strong prior keeps the head at its centre; a weak one lets the support decide.
+    assert (fits[0].linear.weight - w0).abs().max() < 1e-2 and (fits[0].linear.bias - b0).abs().max() < 1e-2
+    assert (fits[1].linear.weight - w0).abs().max() > 0.1
+    with pytest.raises(ValueError, match="not parameters of the head"):
+        fit_head(LinearHead(8, 2), z, y, l2=1.0, center={"weight": w0})
+
+
+def test_prior_key():
+    from metarec.algorithms.transfer import prior_key
+
+    assert prior_key("apparel.t2:negative", "label") == "negative"
+    assert prior_key("apparel.t2:negative", "subtask") == "t2:negative"
+
+
+def _named_family():
+    """Tasks named <domain>.<threshold> with classes <task>:negative / <task>:positive."""
+    from metarec.data.corpus import LabeledCorpus
+    from metarec.data.family import Task
+
+    import numpy as np
+
+    words = {0: "awful broke bad", 1: "great love good"}
+    texts, labels, groups, names = [], [], [], []
+    tasks = ["a.t2", "b.t2", "c.t4", "d.t2"]
+    for g, task in enumerate(tasks):
+        for y in (0, 1):
+            for i in range(8):
+                texts.append(f"{task} item {i} {words[y]}")
+                labels.append(y)
+                groups.append(g)
+    corpus = LabeledCorpus(texts=texts, labels=np.array(labels), label_names=["negative", "positive"],
+                           groups=np.array(groups), group_names=tasks, name="named")
+    class_names = [f"{t}:{c}" for t in tasks for c in ("negative", "positive")]
+    ids = np.array(groups) * 2 + np.array(labels)
+    rows = np.arange(len(texts))
+    splits = {}
+    for split, g in (("train", [0, 1, 2]), ("val", [0]), ("test", [3])):
+        splits[split] = [Task(name=tasks[i], indices=rows[np.array(groups) == i], labels=ids[np.array(groups) == i])
+                         for i in g]
+    test = splits["test"][0]
+    test.support, test.query = test.indices[[0, 1, 8, 9]], test.indices[[2, 3, 10, 11]]
+    return TaskFamily(name="named", corpus=corpus, class_names=class_names, splits=splits)
+
+
+def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
+    family = _named_family()
+    encoder = tiny_encoder(freeze="top_k", top_k=1)
+    features = FeatureStore(encoder, family.corpus.texts, cache_dir=False)
+    dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=2, meta_batch_size=2, max_steps=2,
+                            val_episodes=1, test_episodes=1)
+    model = Baseline(encoder=encoder, n_way=2, train_softmax="episode", test_head="prior", prior_match="subtask",
+                     prior_l2=float("inf"), max_steps=2)
+    model.bind_family(family)
+    dm.setup("fit")
+    episodes = next(iter(dm.train_dataloader()))
+    loss = model.training_step(episodes, 0)
+    # Per-task softmax over 2 of 6 classes: a fresh head gives a loss near log 2, not log 6.
+    assert abs(float(loss.detach()) - torch.log(torch.tensor(2.0)).item()) < 0.3
+    with torch.no_grad():
+        model.train_head.linear.weight.copy_(torch.randn(6, encoder.dim, generator=torch.Generator().manual_seed(1)))
+        model.train_head.linear.bias.copy_(torch.arange(6.0))
+    test = dm.eval_dataset("test")[0]
+    support = model.embed_episode(test)[0].float()
+    w0, b0 = model.prior_head(test, support)
+    # d.t2:<label> starts at the mean of a.t2 and b.t2 (the same threshold); c.t4 is not used.
+    lin = model.train_head.linear
+    names = model.train_classes
+    for c, name in enumerate(test.classes):
+        label = name.rsplit(":", 1)[1]
+        idx = [names.index(f"a.t2:{label}"), names.index(f"b.t2:{label}")]
+        torch.testing.assert_close(w0[c], lin.weight[idx].mean(0))
+        torch.testing.assert_close(b0[c], lin.bias[idx].mean())
+    with pytest.raises(ValueError, match="test_head must be one of"):
+        Baseline(encoder=encoder, n_way=2, test_head="nope")

@@ -281,3 +281,75 @@ def test_shared_arsc_training_domains(arsc_dir, caplog):
     with pytest.raises(DataError, match="music.t2.train"):
         arsc(str(arsc_dir), strict=True)
     assert _snapshot(arsc_dir) == before
+
+
+# -- the development protocol (held-out domains, fixed supports from a split file) ------------
+def _dev_dir(tmp_path):
+    sizes = {"train": (8, 8), "dev": (6, 6), "test": (5, 7)}
+    return make_arsc_dir(tmp_path / "arsc", filtered=("apparel", "baby", "beauty", "camera_photo", "dvd"),
+                         targets=(), thresholds=("t2", "t4"), sizes=sizes, skip=("dvd.t4.test",))
+
+
+def test_dev_split_holds_out_domains_with_fixed_supports(tmp_path):
+    import json
+
+    from metarec.data.arsc import make_dev_split
+
+    root = _dev_dir(tmp_path)
+    split = make_dev_split(root, n_domains=2, min_test=10, thresholds=("t2", "t4"), seed=0)
+    # dvd lacks a .test file for t4: not eligible.
+    assert split["eligible_domains"] == ["apparel", "baby", "beauty", "camera_photo"]
+    assert split == make_dev_split(root, n_domains=2, min_test=10, thresholds=("t2", "t4"), seed=0)
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(split))
+    fam = arsc(str(root), thresholds=["t2", "t4"], dev_split=str(path))
+    held = split["holdout_domains"]
+    assert fam.metadata["protocol"] == "dev" and fam.metadata["test_domains"] == held
+    assert not {t.name.split(".")[0] for t in fam.tasks("train") + fam.tasks("val")} & set(held)
+    for task in fam.tasks("test"):
+        entry = split["supports"][task.name]
+        assert _file_rows(fam, task.support) == [(entry["file"], n) for n in entry["lines"]]
+        assert np.bincount(fam.corpus.labels[task.support]).tolist() == [5, 5]
+        assert _file_rows(fam, task.query) == [(f"{task.name}.test", n) for n in range(1, 13)]
+    with pytest.raises(DataError, match=r"only 4 domains .* 5 requested"):
+        make_dev_split(root, n_domains=5, min_test=10, thresholds=("t2", "t4"))
+
+
+def test_dev_split_refuses_changed_data_and_bad_files(tmp_path):
+    import json
+
+    from metarec.data.arsc import make_dev_split
+
+    root = _dev_dir(tmp_path)
+    split = make_dev_split(root, n_domains=2, min_test=10, thresholds=("t2", "t4"), seed=0)
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(split))
+    task = sorted(split["supports"])[0]
+    line = split["supports"][task]["lines"][0]
+    f = root / f"{task}.train"
+    rows = f.read_text().splitlines(keepends=True)
+    rows[line - 1] = "an edited review\t-1\n"
+    f.write_text("".join(rows))
+    with pytest.raises(DataError, match=rf"{task}.train, line {line} differs from the line dev_split"):
+        arsc(str(root), thresholds=["t2", "t4"], dev_split=str(path))
+    with pytest.raises(DataError, match=r"drawn for thresholds \['t2', 't4'\]"):
+        arsc(str(root), thresholds=["t2"], dev_split=str(path))
+    (tmp_path / "broken.json").write_text('{"format": 1,\n oops')
+    with pytest.raises(DataError, match=r"broken.json, line 2: not valid JSON"):
+        arsc(str(root), dev_split=str(tmp_path / "broken.json"))
+    with pytest.raises(FileNotFoundError, match="dev_split .*missing.json does not exist"):
+        arsc(str(root), dev_split=str(tmp_path / "missing.json"))
+
+
+def test_committed_dev_split_is_the_one_the_shared_data_gives(arsc_dir):
+    """experiments/splits/arsc_dev.json is what make_dev_split draws from the shared ARSC copy."""
+    import json
+
+    from metarec.data.arsc import make_dev_split
+    shared = arsc_dir  # skips with its reason where the shared data is absent
+
+    committed = json.loads((Path(__file__).parents[3] / "experiments/splits/arsc_dev.json").read_text())
+    assert make_dev_split(shared, seed=committed["seed"]) == committed
+    fam = arsc(str(shared), dev_split=str(Path(__file__).parents[3] / "experiments/splits/arsc_dev.json"))
+    assert [t.name for t in fam.tasks("test")] == sorted(committed["supports"])
+    assert all(len(t.support) == 10 for t in fam.tasks("test"))
