@@ -28,6 +28,13 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     from metarec.evaluation.tables import format_acc
 
     m = result.metrics
+    if result.episodes and "state" in result.episodes[0]:
+        # Per-user rating records (the cold-start family): metrics per state.
+        from metarec.evaluation.rating import state_table
+
+        print(state_table(result.episodes))
+        print(f"{name}: {len(result.episodes)} test users (task set {result.episode_set}); run dir {result.run_dir}")
+        return
     tasks = [e["task"] for e in result.episodes]
     if tasks and len(set(tasks)) == len(tasks) and len(tasks) <= 100:
         # One episode per task (fixed-support protocols such as ARSC): the per-task table papers report.

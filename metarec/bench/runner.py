@@ -78,7 +78,7 @@ def run_cell(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool
         "adapt_s_per_episode": sum(adapt) / max(len(adapt), 1), "fit_seconds": res.fit_seconds,
         "test_seconds": res.test_seconds, "wall_seconds": wall, "peak_rss_mb": mem.peak_rss_mb,
         "peak_cuda_mb": mem.peak_cuda_mb, "checkpoint": res.best_checkpoint, "trained": res.trained,
-        "label_map": res.label_map, "overrides": cell.overrides,
+        "label_map": res.label_map, "overrides": cell.overrides, **res.info,
     }
     store.write(key, record, res.episodes, OmegaConf.to_yaml(cfg), environment())
     return record
@@ -122,8 +122,10 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
         for cell, key in bar:
             bar.set_postfix_str(cell.id)
             rec = (run_cell_subprocess if isolate else run_cell)(cell, rs, key, suite.name, force=force)
-            tqdm.write(f"[{suite.name}] {cell.id}: acc {100 * rec['metrics']['test/acc']:.1f} "
-                       f"({rec['wall_seconds']:.0f} s)")
+            m = rec["metrics"]
+            score = (f"new/existing MAE {m['test/new/existing/mae']:.3f}" if "test/new/existing/mae" in m
+                     else f"acc {100 * m['test/acc']:.1f}")
+            tqdm.write(f"[{suite.name}] {cell.id}: {score} ({rec['wall_seconds']:.0f} s)")
     results = collect(rs, keyed)
     md, files = write_reports(suite, rs, results, latex=latex)
     print()
