@@ -5,13 +5,16 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: quickstart test venv bench-throughput
+.PHONY: quickstart coldstart test venv bench-throughput
 
 venv:
 	@bash scripts/bootstrap.sh
 
 quickstart: venv
 	$(VENV)/bin/metarec bench benchmarks/suites/quickstart.yaml
+
+coldstart: venv
+	$(VENV)/bin/metarec bench benchmarks/suites/coldstart-ml100k.yaml
 
 test: venv
 	$(PY) -m pytest -q

@@ -3,7 +3,7 @@
     metarec fit   [OVERRIDES...]           train + test one experiment, e.g. experiment=quickstart/protonet
     metarec test  CKPT [OVERRIDES...]      test a checkpoint on the experiment's fixed test episodes
     metarec bench SUITE [--force] ...      run a benchmark suite (resumable) and print its table
-    metarec list  [algorithms|families|encoders|experiments]
+    metarec list  [algorithms|recommenders|families|encoders|experiments]
     metarec arsc-dev-split DATA_DIR OUT    draw the ARSC development protocol's split file once
 
 OVERRIDES are Hydra overrides of the config tree in experiments/ (``trainer.max_steps=50``).
@@ -84,8 +84,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metarec.config import list_experiments
     from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES
 
-    what = {"algorithms": ALGORITHMS.list, "families": FAMILIES.list, "encoders": ENCODERS.list,
-            "experiments": list_experiments}
+    from metarec.registry import RECOMMENDERS
+    import metarec.algorithms.melu  # noqa: F401  (registers recommenders)
+
+    what = {"algorithms": ALGORITHMS.list, "recommenders": RECOMMENDERS.list, "families": FAMILIES.list,
+            "encoders": ENCODERS.list, "experiments": list_experiments}
     for kind in [args.kind] if args.kind else list(what):
         print(f"{kind}: {', '.join(what[kind]())}")
     return 0
@@ -126,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("list", help="list registered names")
-    p.add_argument("kind", nargs="?", choices=["algorithms", "families", "encoders", "experiments"])
+    p.add_argument("kind", nargs="?", choices=["algorithms", "recommenders", "families", "encoders", "experiments"])
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("arsc-dev-split", help="draw the ARSC development protocol (held-out domains, fixed supports)")
     p.add_argument("data_dir")
