@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,55 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
+
+
+def finetune_on_support(
+    encoder: Any,
+    x: Inputs,
+    y: Tensor,
+    head: nn.Module,
+    steps: int,
+    lr: float,
+    head_lr: float,
+    seed: int,
+    dropout: bool = True,
+    penalty: Optional[Callable[[], Tensor]] = None,
+) -> tuple[Optional[nn.Module], list[float]]:
+    """Fine-tunes a fresh copy of the encoder's trainable top and ``head`` (in place) on a support set.
+
+    The encoder's own weights are never written. Full-batch AdamW for ``steps`` steps on
+    ``cross-entropy(head(encoder(x, top)), y) (+ penalty())``, dropout seeded by ``seed``.
+
+    Returns:
+        ``(top, losses)``: the adapted copy of the top (``None`` for a frozen encoder, where
+        only the head trains) and the support loss before every step.
+    """
+    top: Optional[nn.Module] = None
+    params: list[nn.Parameter] = []
+    if encoder.freeze is not FreezePolicy.FROZEN:
+        top = copy.deepcopy(encoder.trainable_top())
+        params = [p for p in top.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": head_lr}]
+    if params:
+        groups.append({"params": params, "lr": lr})
+    losses = []
+    with torch.enable_grad(), seeded(seed, y.device):
+        opt = torch.optim.AdamW(groups, weight_decay=0.0)
+        if top is not None:
+            top.train(dropout)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(head(encoder(x, top=top)).float(), y)
+            if penalty is not None:
+                loss = loss + penalty()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        if top is not None:
+            top.eval()
+            for p in top.parameters():
+                p.grad = None
+    return top, (torch.stack(losses).float().tolist() if losses else [])
 
 
 @ALGORITHMS.register("finetune")

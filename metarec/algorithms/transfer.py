@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec.algorithms.base import MetaLearner, concat_inputs
+from metarec.algorithms.finetune import finetune_on_support
 from metarec.algorithms.linear_probe import fit_head
 from metarec.data.family import TaskFamily
+from metarec.data.sampler import stream_seed
 from metarec.episode import Episode
 from metarec.models.heads import LinearHead, class_means
 from metarec.registry import ALGORITHMS
@@ -96,6 +98,14 @@ class Baseline(MetaLearner):
         prior_match: ``"label"`` or ``"subtask"`` (see :func:`prior_key`).
         prior_l2: strength of the pull towards the prior head (``inf``: the prior as it is,
             the support is not used).
+        adapt_steps: with ``test_head="prior"``, after the head's fit, fine-tune a copy of the
+            encoder's trainable top and the head on the support for this many full-batch
+            AdamW steps (the L2 pull on the head stays on), then embed the queries with the
+            adapted copy — LP-FT (Kumar et al. 2022, arXiv:2202.10054) from the prior head.
+            The encoder itself is never written.
+        adapt_lr: learning rate of the top layers in those steps.
+        adapt_head_lr: learning rate of the head in those steps.
+        seed: seeds dropout during test-time adaptation, per episode.
         **kwargs: see :class:`MetaLearner`.
     """
 
@@ -112,6 +122,10 @@ class Baseline(MetaLearner):
         test_head: str = "fit",
         prior_match: str = "label",
         prior_l2: float = 1.0,
+        adapt_steps: int = 0,
+        adapt_lr: float = 1e-4,
+        adapt_head_lr: float = 1e-3,
+        seed: int = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -130,6 +144,14 @@ class Baseline(MetaLearner):
         self.test_head = test_head
         self.prior_match = prior_match
         self.prior_l2 = float(prior_l2)
+        if adapt_steps < 0:
+            raise ValueError(f"{type(self).__name__} adapt_steps must be >= 0, got {adapt_steps}")
+        if adapt_steps and test_head != "prior":
+            raise ValueError(f"{type(self).__name__} adapt_steps needs test_head='prior'")
+        self.adapt_steps = int(adapt_steps)
+        self.adapt_lr = float(adapt_lr)
+        self.adapt_head_lr = float(adapt_head_lr)
+        self.seed = int(seed)
         self.scale = float(scale)
         self.l2 = float(l2)
         self.max_iter = int(max_iter)
@@ -237,18 +259,36 @@ class Baseline(MetaLearner):
                 bs.append(-0.5 * protos[c].pow(2).sum())
         return torch.stack(ws).detach(), torch.stack(bs).detach()
 
-    def fit_prior_head(self, episode: Episode, support: Tensor) -> LinearHead:
-        """The ``test_head="prior"`` head: MAP fit on the support under a Gaussian prior."""
+    def fit_prior_head(self, episode: Episode, support: Tensor) -> tuple[LinearHead, Tensor, Tensor]:
+        """The ``test_head="prior"`` head (MAP fit on the support under a Gaussian prior) and its prior."""
         w0, b0 = self.prior_head(episode, support)
         head = LinearHead(support.shape[1], episode.n_way).to(support.device)
         with torch.no_grad():
             head.linear.weight.copy_(w0)
             head.linear.bias.copy_(b0)
+        if not math.isinf(self.prior_l2):
+            fit_head(head, support, episode.support_y, l2=self.prior_l2, max_iter=self.max_iter,
+                     center={"linear.weight": w0, "linear.bias": b0})
+        return head, w0, b0
+
+    def adapt_on_support(self, episode: Episode, head: LinearHead, w0: Tensor, b0: Tensor) -> Tensor:
+        """Test-time fine-tuning of a copy of the top and ``head``; returns query logits."""
         if math.isinf(self.prior_l2):
-            return head
-        fit_head(head, support, episode.support_y, l2=self.prior_l2, max_iter=self.max_iter,
-                 center={"linear.weight": w0, "linear.bias": b0})
-        return head
+            for p in head.parameters():
+                p.requires_grad_(False)
+
+        def penalty() -> Tensor:
+            if math.isinf(self.prior_l2):
+                return torch.zeros((), device=w0.device)
+            lin = head.linear
+            return 0.5 * self.prior_l2 * ((lin.weight - w0).pow(2).sum() + (lin.bias - b0).pow(2).sum())
+
+        top, _ = finetune_on_support(
+            self.encoder, episode.support_x, episode.support_y, head, steps=self.adapt_steps, lr=self.adapt_lr,
+            head_lr=self.adapt_head_lr, seed=stream_seed(self.seed, type(self).__name__, episode.index),
+            penalty=penalty)
+        with torch.no_grad():
+            return head(self.encoder(episode.query_x, top=top).float())
 
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
@@ -257,7 +297,10 @@ class Baseline(MetaLearner):
         n_way = episode.n_way
         head: nn.Module
         if self.test_head == "prior":
-            head = self.fit_prior_head(episode, support)
+            head, w0, b0 = self.fit_prior_head(episode, support)
+            if self.adapt_steps:
+                logits = self.adapt_on_support(episode, head, w0, b0)
+                return F.cross_entropy(logits, episode.query_y), logits
         elif self.head_kind == "cosine":
             head = CosineHead(support.shape[1], n_way, self.scale).to(support.device)
             with torch.no_grad():

@@ -267,5 +267,15 @@ def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
         idx = [names.index(f"a.t2:{label}"), names.index(f"b.t2:{label}")]
         torch.testing.assert_close(w0[c], lin.weight[idx].mean(0))
         torch.testing.assert_close(b0[c], lin.bias[idx].mean())
+    # Test-time adaptation fine-tunes a copy of the top: other logits, same encoder weights.
+    model.prior_l2 = 1.0
+    before = _state(encoder)
+    _, plain = model.episode_forward(test)
+    model.adapt_steps, model.adapt_lr = 3, 1e-2
+    _, adapted = model.episode_forward(test)
+    _assert_bit_identical(before, _state(encoder))
+    assert not torch.allclose(plain, adapted)
     with pytest.raises(ValueError, match="test_head must be one of"):
         Baseline(encoder=encoder, n_way=2, test_head="nope")
+    with pytest.raises(ValueError, match="adapt_steps needs test_head='prior'"):
+        Baseline(encoder=encoder, n_way=2, adapt_steps=2)
