@@ -45,6 +45,19 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
           f"over {len(result.episodes)} episodes (episode set {result.episode_set}); run dir {result.run_dir}")
 
 
+def _print_reported(cfg) -> None:  # type: ignore[no-untyped-def]
+    """Published rows an experiment config lists under ``reported`` (never measured here)."""
+    rows = cfg.get("reported") or []
+    if not rows:
+        return
+    protocol = (cfg.get("family") or {}).get("dev_split")
+    print("reported (published, not measured here" + (f"; on the official targets, not this run's protocol: {protocol}"
+                                                       if protocol else "") + "):")
+    width = max(len(str(r["method"])) for r in rows)
+    for r in rows:
+        print(f"  {str(r['method']):<{width}}  {float(r['value']):6.2f}  {r.get('source', '')}")
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     from metarec.config import compose
     from metarec.training import run_experiment
@@ -52,6 +65,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     cfg = compose(args.overrides)
     result = run_experiment(cfg)
     _print_result(cfg.name, result)
+    _print_reported(cfg)
     return 0
 
 
@@ -66,6 +80,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     cfg = compose(args.overrides)
     result = run_experiment(cfg, ckpt_path=str(ckpt), run_dir=Path(cfg.run_dir or ckpt.parent.parent) / "test")
     _print_result(cfg.name, result)
+    _print_reported(cfg)
     return 0
 
 
