@@ -92,13 +92,35 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint on ``val/acc`` whose ``last.ckpt`` is refreshed at every validation.
+
+    Lightning 2.6 rewrites ``last.ckpt`` only when a new best checkpoint is saved, so after the
+    best validation the "last" checkpoint silently stops moving and resuming from it loses every
+    step since. Here it always holds the latest validated step (and the final step at the end).
+    """
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or self._last_global_step_saved == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
     """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``."""
     t = cfg.trainer
     cbs = list(callbacks)
     if checkpoint:
-        cbs.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
+        cbs.append(BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
                                    save_last=True, filename="best-{step}", auto_insert_metric_name=False))
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),

@@ -66,6 +66,29 @@ def test_resume_from_last_checkpoint_equals_uninterrupted_run(algo, tmp_path):
             torch.testing.assert_close(p, full[n], atol=1e-6, rtol=1e-5, msg=f"{algo}: {n} differs after resume")
 
 
+class _WorseEachValidation(L.Callback):
+    """Overwrites val/acc so that every validation after the first is worse than the best."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def on_validation_epoch_end(self, trainer, pl_module):  # noqa: ANN001
+        self.n += 1
+        trainer.callback_metrics["val/acc"] = torch.tensor(1.0 / self.n)
+
+
+def test_last_checkpoint_holds_the_final_step_even_when_validation_got_worse(tmp_path):
+    # Lightning 2.6's ModelCheckpoint only rewrites last.ckpt with a new best; resuming from it
+    # would then silently drop the steps since the best validation.
+    cfg, dm, model = _setup("protonet", 9)
+    trainer = build_trainer(cfg, tmp_path, callbacks=[_WorseEachValidation()], logger=False)
+    trainer.fit(model, datamodule=dm)
+    ckpts = tmp_path / "checkpoints"
+    assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 9
+    best = [p for p in ckpts.iterdir() if p.name.startswith("best-")]
+    assert [torch.load(p, weights_only=False)["global_step"] for p in best] == [3]
+
+
 @pytest.mark.parametrize("algo", TRAINED)
 def test_bf16_autocast_on_cpu_gives_finite_loss_and_gradients(algo, tmp_path):
     cfg, dm, model = _setup(algo, 3, precision="bf16-mixed")
