@@ -128,6 +128,13 @@ class MetaLearner(L.LightningModule):
         return z[:n_s], z[n_s:]
 
     # -- Lightning hooks ----------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # Lightning >= 2.5 keeps whatever train/eval mode the modules had when fit started. The
+        # encoder's trainable top is in eval mode after construction but in train mode after a
+        # feature cache was just computed, so without this a run trained with dropout or without
+        # it depending on whether the cache existed. Every run now trains with the top's dropout.
+        self.train()
+
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         if isinstance(batch, Episode):
             return batch.to(device)

@@ -70,3 +70,17 @@ def test_fit_then_test_from_checkpoint(tmp_path):
     assert again.episode_set == fit.episode_set
     assert again.metrics["test/acc"] == pytest.approx(fit.metrics["test/acc"])
     assert not again.trained
+
+
+@pytest.mark.parametrize("algorithm", ["protonet", "multitask_prior"])
+def test_a_run_is_deterministic_for_its_seed(algorithm, tmp_path):
+    """Same config and seed, two runs: the same trained weights and per-episode accuracies."""
+    over = [f"algorithm={algorithm}", "encoder=tiny_bert", "+encoder.dropout=0.1", "family=synthetic_sentiment",
+            "episodes.n_way=2", "trainer.max_steps=4", "trainer.val_check_interval=4", "episodes.val_episodes=2",
+            "episodes.test_episodes=6", "trainer.precision=bf16-mixed", "trainer.enable_progress_bar=false"]
+    runs = [run_experiment(compose(over + [f"run_dir={tmp_path / str(i)}"])) for i in range(2)]
+    assert [e["acc"] for e in runs[0].episodes] == [e["acc"] for e in runs[1].episodes]
+    weights = [torch.load(r.best_checkpoint, weights_only=False)["state_dict"] for r in runs]
+    assert weights[0].keys() == weights[1].keys()
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k
