@@ -213,12 +213,13 @@ class Baseline(MetaLearner):
         if self.train_head is None:
             raise RuntimeError(f"{type(self).__name__}.training_step before bind_family/setup")
         x: Any = None
-        ys = []
+        ys, episode_ids = [], []
         for episode in batch:
             ids = self.global_labels(episode)
             ep_x = concat_inputs(episode.support_x, episode.query_x)
             x = ep_x if x is None else concat_inputs(x, ep_x)
             ys.append(ids[torch.cat([episode.support_y, episode.query_y])])
+            episode_ids.append(ids)
             self.seen_classes.update(episode.classes)
         y = torch.cat(ys)
         logits = self.train_head(self.encoder(x))
@@ -226,10 +227,9 @@ class Baseline(MetaLearner):
             # Mask every class outside a row's own episode: one binary (n_way) softmax per task.
             allowed = torch.zeros_like(logits, dtype=torch.bool)
             start = 0
-            for episode in batch:
-                n = episode.support_y.shape[0] + episode.query_y.shape[0]
-                allowed[start : start + n, self.global_labels(episode)] = True
-                start += n
+            for rows, ids in zip(ys, episode_ids):
+                allowed[start : start + len(rows), ids] = True
+                start += len(rows)
             logits = logits.masked_fill(~allowed, float("-inf"))
         loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
