@@ -25,6 +25,7 @@ HEADS = ("linear", "cosine")
 TRAIN_SOFTMAX = ("all", "episode")
 TEST_HEADS = ("fit", "prior")
 PRIOR_MATCH = ("label", "subtask")
+PRIOR_WEIGHTING = ("mean", "support")
 
 
 def prior_key(class_name: str, match: str) -> str:
@@ -98,6 +99,15 @@ class Baseline(MetaLearner):
         prior_match: ``"label"`` or ``"subtask"`` (see :func:`prior_key`).
         prior_l2: strength of the pull towards the prior head (``inf``: the prior as it is,
             the support is not used).
+        prior_weighting: how the matching training heads are combined into the prior:
+            ``"mean"`` — their plain mean; ``"support"`` — Bayesian model averaging over the
+            matching training *tasks* (every class of the test episode has a trained row with
+            the same :func:`prior_key` and task prefix): task ``j`` gets weight
+            ``softmax_j(log p(support | head_j) / prior_temperature)``, so training tasks whose
+            heads explain the support (e.g. similar product domains) dominate the prior.
+            Falls back to the mean when no training task matches every class.
+        prior_temperature: tempers the support log-likelihoods of ``"support"`` weighting
+            (1: the posterior over training heads under a uniform prior; larger: flatter).
         adapt_steps: with ``test_head="prior"``, after the head's fit, fine-tune a copy of the
             encoder's trainable top and the head on the support for this many full-batch
             AdamW steps (the L2 pull on the head stays on), then embed the queries with the
@@ -122,6 +132,8 @@ class Baseline(MetaLearner):
         test_head: str = "fit",
         prior_match: str = "label",
         prior_l2: float = 1.0,
+        prior_weighting: str = "mean",
+        prior_temperature: float = 1.0,
         adapt_steps: int = 0,
         adapt_lr: float = 1e-4,
         adapt_head_lr: float = 1e-3,
@@ -133,7 +145,8 @@ class Baseline(MetaLearner):
         if self.head_kind not in HEADS:
             raise ValueError(f"{type(self).__name__} head must be one of {HEADS}, got {self.head_kind!r}")
         for option, value, allowed in (("train_softmax", train_softmax, TRAIN_SOFTMAX),
-                                       ("test_head", test_head, TEST_HEADS), ("prior_match", prior_match, PRIOR_MATCH)):
+                                       ("test_head", test_head, TEST_HEADS), ("prior_match", prior_match, PRIOR_MATCH),
+                                       ("prior_weighting", prior_weighting, PRIOR_WEIGHTING)):
             if value not in allowed:
                 raise ValueError(f"{type(self).__name__} {option} must be one of {allowed}, got {value!r}")
         if test_head == "prior" and self.head_kind != "linear":
@@ -144,6 +157,10 @@ class Baseline(MetaLearner):
         self.test_head = test_head
         self.prior_match = prior_match
         self.prior_l2 = float(prior_l2)
+        if not prior_temperature > 0:
+            raise ValueError(f"{type(self).__name__} prior_temperature must be > 0, got {prior_temperature}")
+        self.prior_weighting = prior_weighting
+        self.prior_temperature = float(prior_temperature)
         if adapt_steps < 0:
             raise ValueError(f"{type(self).__name__} adapt_steps must be >= 0, got {adapt_steps}")
         if adapt_steps and test_head != "prior":
@@ -245,6 +262,10 @@ class Baseline(MetaLearner):
         """
         assert isinstance(self.train_head, LinearHead)
         lin = self.train_head.linear
+        if self.prior_weighting == "support":
+            weighted = self._support_weighted_prior(episode, support)
+            if weighted is not None:
+                return weighted
         keys = [prior_key(n, self.prior_match) for n in self.train_classes]
         protos = class_means(support, episode.support_y, episode.n_way)
         ws, bs = [], []
@@ -258,6 +279,33 @@ class Baseline(MetaLearner):
                 ws.append(protos[c])
                 bs.append(-0.5 * protos[c].pow(2).sum())
         return torch.stack(ws).detach(), torch.stack(bs).detach()
+
+    def _support_weighted_prior(self, episode: Episode, support: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+        """``prior_weighting="support"``: posterior-weighted mean of the matching training heads.
+
+        Returns ``(W0 (n_way, dim), b0 (n_way,))``, or ``None`` when no training task has a
+        matching class for every class of the episode.
+        """
+        assert isinstance(self.train_head, LinearHead)
+        lin = self.train_head.linear
+        keys = [prior_key(name, self.prior_match) for name in episode.classes]
+        # A training task is a candidate when "<prefix><key>" is a trained class for every key.
+        prefixes = sorted({n[: len(n) - len(keys[0])] for n in self.train_classes
+                           if n.endswith(keys[0]) and prior_key(n, self.prior_match) == keys[0]})
+        rows = []
+        for prefix in prefixes:
+            names = [prefix + k for k in keys]
+            if all(n in self._class_index for n in names) and not set(names) & set(episode.classes):
+                rows.append([self._class_index[n] for n in names])
+        if not rows:
+            return None
+        idx = torch.tensor(rows, device=lin.weight.device)            # (n_tasks, n_way)
+        w, b = lin.weight[idx].float(), lin.bias[idx].float()        # (n_tasks, n_way, dim), (n_tasks, n_way)
+        logits = torch.einsum("sd,tcd->tsc", support, w) + b[:, None, :]
+        loglik = -F.cross_entropy(logits.transpose(1, 2), episode.support_y.expand(len(rows), -1),
+                                  reduction="none").sum(-1)          # (n_tasks,)
+        weights = torch.softmax(loglik / self.prior_temperature, dim=0)
+        return (weights[:, None, None] * w).sum(0).detach(), (weights[:, None] * b).sum(0).detach()
 
     def fit_prior_head(self, episode: Episode, support: Tensor) -> tuple[LinearHead, Tensor, Tensor]:
         """The ``test_head="prior"`` head (MAP fit on the support under a Gaussian prior) and its prior."""

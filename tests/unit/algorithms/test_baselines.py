@@ -279,3 +279,52 @@ def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
         Baseline(encoder=encoder, n_way=2, test_head="nope")
     with pytest.raises(ValueError, match="adapt_steps needs test_head='prior'"):
         Baseline(encoder=encoder, n_way=2, adapt_steps=2)
+
+
+def test_support_weighted_prior_is_the_posterior_mean_over_matching_tasks():
+    family = _named_family()
+    encoder = tiny_encoder(freeze="top_k", top_k=1)
+    features = FeatureStore(encoder, family.corpus.texts, cache_dir=False)
+    dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=2, meta_batch_size=2, max_steps=2,
+                            val_episodes=1, test_episodes=1)
+    model = Baseline(encoder=encoder, n_way=2, train_softmax="episode", test_head="prior", prior_match="subtask",
+                     prior_l2=float("inf"), prior_weighting="support", max_steps=2)
+    model.bind_family(family)
+    dm.setup("fit")
+    test = dm.eval_dataset("test")[0]
+    support = model.embed_episode(test)[0].float()
+    names = model.train_classes
+    lin = model.train_head.linear
+    a = [names.index(f"a.t2:{c.rsplit(':', 1)[1]}") for c in test.classes]
+    b = [names.index(f"b.t2:{c.rsplit(':', 1)[1]}") for c in test.classes]
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.zero_()
+        # a.t2's head explains the support (class margin along the support's own class means);
+        # b.t2's head has it backwards; c.t4 (another threshold) must not take part.
+        direction = support[test.support_y == 1].mean(0) - support[test.support_y == 0].mean(0)
+        lin.weight[a[1]] = 5 * direction
+        lin.weight[b[0]] = 5 * direction
+    y = test.support_y
+
+    def loglik(rows):
+        return -torch.nn.functional.cross_entropy(support @ lin.weight[rows].T + lin.bias[rows], y, reduction="sum")
+
+    b_weight = []
+    for temperature in (1.0, 10.0):
+        model.prior_temperature = temperature
+        w0, b0 = model.prior_head(test, support)
+        weights = torch.softmax(torch.stack([loglik(a), loglik(b)]) / temperature, 0)
+        torch.testing.assert_close(w0, weights[0] * lin.weight[a] + weights[1] * lin.weight[b])
+        torch.testing.assert_close(b0, weights[0] * lin.bias[a] + weights[1] * lin.bias[b])
+        assert weights[0] > 0.5
+        b_weight.append(float(weights[1]))
+    # A flatter posterior gives b.t2 more weight; the plain mean gives both one half.
+    assert b_weight[1] > b_weight[0]
+    model.prior_weighting = "mean"
+    w_mean, _ = model.prior_head(test, support)
+    torch.testing.assert_close(w_mean, 0.5 * (lin.weight[a] + lin.weight[b]))
+    with pytest.raises(ValueError, match="prior_weighting must be one of"):
+        Baseline(encoder=encoder, n_way=2, prior_weighting="nope")
+    with pytest.raises(ValueError, match="prior_temperature must be > 0"):
+        Baseline(encoder=encoder, n_way=2, prior_temperature=0.0)
