@@ -18,6 +18,8 @@ from hydra.errors import HydraException, MissingConfigException
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+from metarec.hardware import register_resolvers
+
 
 def config_dir() -> Path:
     """``$METAREC_CONFIG_DIR`` or the ``experiments/`` folder of the metarec checkout."""
@@ -31,6 +33,7 @@ def config_dir() -> Path:
 def compose(overrides: Sequence[str] = (), config_name: str = "config", config_path: Optional[Path] = None) -> DictConfig:
     """Composes the config with Hydra overrides, e.g. ``["algorithm=maml", "seed=3"]``."""
     root = Path(config_path or config_dir())
+    register_resolvers()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(root), version_base="1.3"):
