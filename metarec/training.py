@@ -116,12 +116,22 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
-    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``."""
+    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``.
+
+    ``trainer.keep_checkpoints`` (default 1) is how many validated checkpoints stay on disk besides
+    ``last.ckpt``: 1 keeps the best as ``best-<step>.ckpt``; ``-1`` keeps every validation's as
+    ``val-<step>.ckpt`` (learning curves on the test tasks, snapshot ensembles), the best still
+    being the one tested.
+    """
     t = cfg.trainer
     cbs = list(callbacks)
     if checkpoint:
+        keep = int(t.get("keep_checkpoints", 1))
+        if keep == 0 or keep < -1:
+            raise ValueError(f"trainer.keep_checkpoints must be -1 (all) or >= 1, got {keep}")
         cbs.append(BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
-                                   save_last=True, filename="best-{step}", auto_insert_metric_name=False))
+                                         save_last=True, save_top_k=keep, auto_insert_metric_name=False,
+                                         filename="best-{step}" if keep == 1 else "val-{step}"))
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),

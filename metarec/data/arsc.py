@@ -56,6 +56,8 @@ TARGET_LIST = "workspace.target.list"
 DEFAULT_HOLDOUT: tuple[str, ...] = ("camera_photo", "health_personal_care")
 #: Support examples per class of an ARSC target task.
 PROTOCOL_SHOT = 5
+#: Files a meta-training task may train on (``train_files``); ``.dev`` is meta-validation.
+TRAIN_FILES: tuple[str, ...] = ("train", "test")
 ENV_DIR = "METAREC_ARSC_DIR"
 
 
@@ -189,6 +191,7 @@ def arsc(
     lenient: bool = False,
     seed: int = 0,
     dev_split: Optional[str] = None,
+    train_files: Sequence[str] = ("train",),
 ) -> TaskFamily:
     """The ARSC task family: 2-way sentiment tasks per (domain, threshold).
 
@@ -222,6 +225,12 @@ def arsc(
             ``experiments/splits/arsc_dev.json``): its held-out filtered domains are the
             meta-test, each task with the fixed support lines the file names and its whole
             ``.test`` file as queries (protocol ``"dev"``); a target list is then ignored.
+        train_files: which files of a meta-training (domain, threshold) hold its training
+            lines: ``["train"]`` (the protocol's meta-training data), or ``["train", "test"]``
+            to add the meta-training domains' ``.test`` files, which the protocol leaves unused
+            (they are never a target's or a held-out domain's; a domain without a ``.train``
+            file, like ``music`` and ``video`` in the shared copy, then trains on its ``.test``).
+            ``.dev`` stays meta-validation.
 
     Returns:
         The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
@@ -234,6 +243,9 @@ def arsc(
             split left without tasks.
     """
     root = resolve_data_dir(data_dir)
+    train_files = [str(f) for f in train_files]
+    if not train_files or len(set(train_files)) != len(train_files) or not set(train_files) <= set(TRAIN_FILES):
+        raise DataError(f"arsc: train_files must be distinct names among {list(TRAIN_FILES)}, got {train_files}")
     filtered = read_domain_list(root / FILTERED_LIST)
     thresholds = [str(t) for t in thresholds]
     if not thresholds:
@@ -286,15 +298,14 @@ def arsc(
 
     train_domains = [d for d in filtered if d not in held and (domains is None or d in domains)]
     missing: list[Path] = []
-    train_tasks = []  # (task name, train path, dev path or None)
+    train_tasks = []  # (task name, training paths, dev path or None)
     for d in train_domains:
         for t in thresholds:
-            tr, dev = arsc_path(root, d, t, "train"), arsc_path(root, d, t, "dev")
-            for p in (tr, dev):
-                if not p.is_file():
-                    missing.append(p)
-            if tr.is_file():
-                train_tasks.append((f"{d}.{t}", tr, dev if dev.is_file() else None))
+            trs, dev = [arsc_path(root, d, t, f) for f in train_files], arsc_path(root, d, t, "dev")
+            missing.extend(p for p in (*trs, dev) if not p.is_file())
+            present = [p for p in trs if p.is_file()]
+            if present:
+                train_tasks.append((f"{d}.{t}", present, dev if dev.is_file() else None))
     test_tasks = []  # (task name, support path, query path)
     for d in test_domains:
         for t in thresholds:
@@ -309,23 +320,25 @@ def arsc(
             raise DataError(f"arsc: {len(missing)} listed files are missing (strict=true): {names} "
                             f"in {sorted({str(p.parent) for p in missing})}")
         log.warning("arsc: %d listed files are missing in %s; the (domain, threshold) tasks that need them are "
-                    "skipped (a missing .dev only leaves the task out of meta-validation; strict=true makes "
-                    "this an error): %s",
-                    len(missing), ", ".join(sorted({str(p.parent) for p in missing})), names)
+                    "skipped (a task is skipped when none of its training files %s exists; a missing .dev only "
+                    "leaves it out of meta-validation; strict=true makes this an error): %s",
+                    len(missing), ", ".join(sorted({str(p.parent) for p in missing})), train_files, names)
 
     builder = _CorpusBuilder()
     reports: list[ReadReport] = []
     splits: dict[str, list[Task]] = {"train": [], "val": [], "test": []}
-    for name, tr, dev in train_tasks:
-        for split, path in (("train", tr), ("val", dev)):
-            if path is None:
+    for name, trs, dev in train_tasks:
+        for split, paths in (("train", trs), ("val", [dev] if dev is not None else [])):
+            if not paths:
                 continue
-            lines = _read(path, lenient, reports)
-            pos = None
-            if max_per_class is not None:
-                pos = subsample_per_class(_labels_of(lines), int(max_per_class), _row_rng(seed, path))
-            rows = builder.add(path, lines, name, pos)
-            splits[split].append(Task(name=name, indices=rows, labels=np.empty(0, dtype=np.int64)))
+            parts = []
+            for path in paths:
+                lines = _read(path, lenient, reports)
+                pos = None
+                if max_per_class is not None:
+                    pos = subsample_per_class(_labels_of(lines), int(max_per_class), _row_rng(seed, path))
+                parts.append(builder.add(path, lines, name, pos))
+            splits[split].append(Task(name=name, indices=np.concatenate(parts), labels=np.empty(0, dtype=np.int64)))
     shot = int(n_shot) if n_shot is not None else PROTOCOL_SHOT
     for name, sup, qry in test_tasks:
         s_lines = _read(sup, lenient, reports)
@@ -375,6 +388,7 @@ def arsc(
         "missing_files": [str(p) for p in missing],
         "dropped_tasks": dropped,
         "max_per_class": max_per_class,
+        "train_files": train_files,
         "seed": seed,
         "skipped_lines": [r.as_dict() for r in reports],
     }

@@ -72,6 +72,18 @@ def test_fit_then_test_from_checkpoint(tmp_path):
     assert not again.trained
 
 
+def test_keep_checkpoints_keeps_every_validation(tmp_path):
+    over = ["encoder=tiny_bert", "family=synthetic_sentiment", "episodes.n_way=2", "trainer.max_steps=6",
+            "trainer.val_check_interval=2", "episodes.val_episodes=2", "episodes.test_episodes=2",
+            "trainer.enable_progress_bar=false", "trainer.keep_checkpoints=-1", f"run_dir={tmp_path}"]
+    res = run_experiment(compose(over))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "val-2.ckpt", "val-4.ckpt", "val-6.ckpt"]
+    assert res.best_checkpoint in [str(tmp_path / "checkpoints" / n) for n in names[1:]]
+    with pytest.raises(ValueError, match="trainer.keep_checkpoints must be -1 .all. or >= 1, got 0"):
+        build_trainer(compose(over[:-2] + ["trainer.keep_checkpoints=0"]), tmp_path)
+
+
 @pytest.mark.parametrize("algorithm", ["protonet", "multitask_prior"])
 def test_a_run_is_deterministic_for_its_seed(algorithm, tmp_path):
     """Same config and seed, two runs: the same trained weights and per-episode accuracies."""

@@ -196,6 +196,28 @@ def test_domains_and_max_per_class_restrict_training(tmp_path):
         .tasks("train")[0].indices.tolist()
 
 
+def test_train_files_add_the_training_domains_test_files_only(tmp_path, caplog):
+    # baby has no .train (like music/video in the shared copy): with .test it becomes a training task
+    root = make_arsc_dir(tmp_path / "arsc", skip=("baby.t2.train",))
+    base = arsc(str(root))
+    assert [t.name for t in base.tasks("train")] == ["apparel.t2", "beauty.t2"]
+    fam = arsc(str(root), train_files=["train", "test"])
+    assert fam.metadata["train_files"] == ["train", "test"]
+    by_name = {t.name: t for t in fam.tasks("train")}
+    assert sorted(by_name) == ["apparel.t2", "baby.t2", "beauty.t2"]
+    assert _file_rows(fam, by_name["apparel.t2"].indices) == \
+        [("apparel.t2.train", n) for n in range(1, 17)] + [("apparel.t2.test", n) for n in range(1, 9)]
+    assert _file_rows(fam, by_name["baby.t2"].indices) == [("baby.t2.test", n) for n in range(1, 9)]
+    # meta-validation stays the .dev files; the target's files never reach meta-training
+    assert {f for t in fam.tasks("val") for f, _ in _file_rows(fam, t.indices)} == \
+        {"apparel.t2.dev", "baby.t2.dev", "beauty.t2.dev"}
+    train_files = {f for t in fam.tasks("train") for f, _ in _file_rows(fam, t.indices)}
+    assert not any(f.startswith("books.") for f in train_files)
+    for bad in (["dev"], [], ["train", "train"]):
+        with pytest.raises(DataError, match=r"train_files must be distinct names among \['train', 'test'\]"):
+            arsc(str(root), train_files=bad)
+
+
 @pytest.mark.parametrize("line, reason", [
     (b"no tab in this line -1\n", "line without a tab"),
     (b"a neutral review\t0\n", "label outside the declared set"),
