@@ -1,14 +1,14 @@
 """Precision: is bf16 autocast fast on this machine? fp32 vs bf16 for the embedded MiniLM.
 
 metarec's configs write ``precision: ${fast_bf16:bf16-mixed,32-true}`` (metarec/hardware.py):
-bf16 is ~3x faster where the CPU has native bf16 instructions (AVX-512 BF16 / AMX) and several
+bf16 is 2-3x faster where the CPU has native bf16 instructions (AVX-512 BF16 / AMX) and several
 times *slower* where it is emulated (AVX2 only). This prints what the resolver decides here and
 the two timings it is based on, so a researcher can check the choice on their own machine:
 
   * forward of the whole 6-layer encoder on a batch (what building the state cache does);
   * forward + backward of the top 2 layers on cached states (one ARSC-recipe training chunk).
 
-    python benchmarks/precision.py                       # ~1 minute on 2 cores with native bf16
+    python benchmarks/precision.py                       # ~15 s on 2 cores with native bf16
     python benchmarks/precision.py --batch 64 --seq 64 --reps 3
 """
 

@@ -196,7 +196,7 @@ def test_domains_and_max_per_class_restrict_training(tmp_path):
         .tasks("train")[0].indices.tolist()
 
 
-def test_train_files_add_the_training_domains_test_files_only(tmp_path, caplog):
+def test_train_files_add_the_training_domains_test_files_only(tmp_path):
     # baby has no .train (like music/video in the shared copy): with .test it becomes a training task
     root = make_arsc_dir(tmp_path / "arsc", skip=("baby.t2.train",))
     base = arsc(str(root))
