@@ -106,6 +106,12 @@ class Baseline(MetaLearner):
             ``softmax_j(log p(support | head_j) / prior_temperature)``, so training tasks whose
             heads explain the support (e.g. similar product domains) dominate the prior.
             Falls back to the mean when no training task matches every class.
+        shared_head: ``None`` — the multi-task stage trains one head row per training class;
+            ``"label"`` or ``"subtask"`` — one row per :func:`prior_key` shared by every training
+            task (ARSC with ``"subtask"``: six rows, ``t2/t4/t5 x negative/positive``), so the
+            encoder learns features that one head per key separates in every domain, which is
+            how a ``test_head="prior"`` head uses them. The prior of a test class is then its
+            key's row.
         prior_temperature: tempers the support log-likelihoods of ``"support"`` weighting
             (1: the posterior over training heads under a uniform prior; larger: flatter).
         adapt_steps: with ``test_head="prior"``, after the head's fit, fine-tune a copy of the
@@ -134,6 +140,7 @@ class Baseline(MetaLearner):
         prior_l2: float = 1.0,
         prior_weighting: str = "mean",
         prior_temperature: float = 1.0,
+        shared_head: Optional[str] = None,
         adapt_steps: int = 0,
         adapt_lr: float = 1e-4,
         adapt_head_lr: float = 1e-3,
@@ -149,6 +156,11 @@ class Baseline(MetaLearner):
                                        ("prior_weighting", prior_weighting, PRIOR_WEIGHTING)):
             if value not in allowed:
                 raise ValueError(f"{type(self).__name__} {option} must be one of {allowed}, got {value!r}")
+        if shared_head is not None and shared_head not in PRIOR_MATCH:
+            raise ValueError(f"{type(self).__name__} shared_head must be None or one of {PRIOR_MATCH}, got {shared_head!r}")
+        if shared_head is not None and prior_weighting == "support":
+            raise ValueError(f"{type(self).__name__} prior_weighting='support' weighs per-task heads; "
+                             f"shared_head={shared_head!r} trains none")
         if test_head == "prior" and self.head_kind != "linear":
             raise ValueError(f"{type(self).__name__} test_head='prior' needs head='linear', got {self.head_kind!r}")
         if prior_l2 < 0:
@@ -160,6 +172,7 @@ class Baseline(MetaLearner):
         if not prior_temperature > 0:
             raise ValueError(f"{type(self).__name__} prior_temperature must be > 0, got {prior_temperature}")
         self.prior_weighting = prior_weighting
+        self.shared_head = shared_head
         self.prior_temperature = float(prior_temperature)
         if adapt_steps < 0:
             raise ValueError(f"{type(self).__name__} adapt_steps must be >= 0, got {adapt_steps}")
@@ -174,8 +187,10 @@ class Baseline(MetaLearner):
         self.max_iter = int(max_iter)
         self.normalize = bool(normalize)
         self.train_classes: list[str] = []
+        #: What each row of the training head stands for: a training class, or a shared key.
+        self.head_rows: list[str] = []
         self.family_name = ""
-        self._class_index: dict[str, int] = {}
+        self._class_index: dict[str, int] = {}  # training class name -> head row
         self.train_head: Optional[nn.Module] = None
         #: Names of every class the multi-task stage has trained on (tests check it).
         self.seen_classes: set[str] = set()
@@ -199,8 +214,13 @@ class Baseline(MetaLearner):
             return
         self.family_name = family.name
         self.train_classes = names
-        self._class_index = {n: i for i, n in enumerate(names)}
-        self.train_head = self._make_head(len(names)).to(self.device)
+        if self.shared_head is None:
+            self.head_rows = names
+        else:
+            self.head_rows = sorted({prior_key(n, self.shared_head) for n in names})
+        row = {r: i for i, r in enumerate(self.head_rows)}
+        self._class_index = {n: row[n if self.shared_head is None else prior_key(n, self.shared_head)] for n in names}
+        self.train_head = self._make_head(len(self.head_rows)).to(self.device)
 
     def setup(self, stage: str) -> None:
         if self.train_head is not None:
@@ -213,7 +233,7 @@ class Baseline(MetaLearner):
         self.bind_family(family)
 
     def global_labels(self, episode: Episode) -> Tensor:
-        """Pre-training class id of each episode label ``(n_way,)``; only meta-training classes."""
+        """Training-head row of each episode label ``(n_way,)``; only meta-training classes."""
         ids = []
         for name in episode.classes:
             if name not in self._class_index:
@@ -223,6 +243,9 @@ class Baseline(MetaLearner):
                     f"{self.family_name!r}; the multi-task stage must never see validation or test classes"
                 )
             ids.append(self._class_index[name])
+        if len(set(ids)) < len(ids):
+            raise RuntimeError(f"{type(self).__name__}: episode {episode.index} (task {episode.task!r}) has classes "
+                               f"{list(episode.classes)} that share a head row under shared_head={self.shared_head!r}")
         return torch.tensor(ids, dtype=torch.long, device=episode.support_y.device)
 
     # -- multi-task stage -------------------------------------------------------------------
@@ -258,7 +281,8 @@ class Baseline(MetaLearner):
         """Start ``(W0 (n_way, dim), b0 (n_way,))`` of a ``test_head="prior"`` head.
 
         Class ``c`` starts at the mean trained weight and bias of the training classes with the
-        same :func:`prior_key`; without one, at its support prototype (nearest-prototype rule).
+        same :func:`prior_key` (with ``shared_head``, at its key's row); without one, at its
+        support prototype (nearest-prototype rule).
         """
         assert isinstance(self.train_head, LinearHead)
         lin = self.train_head.linear
@@ -269,9 +293,14 @@ class Baseline(MetaLearner):
         keys = [prior_key(n, self.prior_match) for n in self.train_classes]
         protos = class_means(support, episode.support_y, episode.n_way)
         ws, bs = [], []
+        shared = {r: i for i, r in enumerate(self.head_rows)} if self.shared_head is not None else {}
         for c, name in enumerate(episode.classes):
             key = prior_key(name, self.prior_match)
-            idx = [i for i, k in enumerate(keys) if k == key and self.train_classes[i] != name]
+            if self.shared_head is not None:
+                row = shared.get(prior_key(name, self.shared_head))
+                idx = [] if row is None else [row]
+            else:
+                idx = [i for i, k in enumerate(keys) if k == key and self.train_classes[i] != name]
             if idx:
                 ws.append(lin.weight[idx].float().mean(0))
                 bs.append(lin.bias[idx].float().mean())

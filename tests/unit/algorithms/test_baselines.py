@@ -239,16 +239,22 @@ def _named_family():
     return TaskFamily(name="named", corpus=corpus, class_names=class_names, splits=splits)
 
 
-def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
+def _named_setup(**model_kwargs):
+    """The named family, a top_k tiny encoder, its datamodule and a bound multi-task Baseline."""
     family = _named_family()
     encoder = tiny_encoder(freeze="top_k", top_k=1)
     features = FeatureStore(encoder, family.corpus.texts, cache_dir=False)
     dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=2, meta_batch_size=2, max_steps=2,
                             val_episodes=1, test_episodes=1)
     model = Baseline(encoder=encoder, n_way=2, train_softmax="episode", test_head="prior", prior_match="subtask",
-                     prior_l2=float("inf"), max_steps=2)
+                     prior_l2=float("inf"), max_steps=2, **model_kwargs)
     model.bind_family(family)
     dm.setup("fit")
+    return encoder, dm, model
+
+
+def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
+    encoder, dm, model = _named_setup()
     episodes = next(iter(dm.train_dataloader()))
     loss = model.training_step(episodes, 0)
     # Per-task softmax over 2 of 6 classes: a fresh head gives a loss near log 2, not log 6.
@@ -282,15 +288,7 @@ def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
 
 
 def test_support_weighted_prior_is_the_posterior_mean_over_matching_tasks():
-    family = _named_family()
-    encoder = tiny_encoder(freeze="top_k", top_k=1)
-    features = FeatureStore(encoder, family.corpus.texts, cache_dir=False)
-    dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=2, meta_batch_size=2, max_steps=2,
-                            val_episodes=1, test_episodes=1)
-    model = Baseline(encoder=encoder, n_way=2, train_softmax="episode", test_head="prior", prior_match="subtask",
-                     prior_l2=float("inf"), prior_weighting="support", max_steps=2)
-    model.bind_family(family)
-    dm.setup("fit")
+    encoder, dm, model = _named_setup(prior_weighting="support")
     test = dm.eval_dataset("test")[0]
     support = model.embed_episode(test)[0].float()
     names = model.train_classes
@@ -328,3 +326,31 @@ def test_support_weighted_prior_is_the_posterior_mean_over_matching_tasks():
         Baseline(encoder=encoder, n_way=2, prior_weighting="nope")
     with pytest.raises(ValueError, match="prior_temperature must be > 0"):
         Baseline(encoder=encoder, n_way=2, prior_temperature=0.0)
+
+
+def test_shared_head_trains_one_row_per_key_and_is_the_prior():
+    encoder, dm, model = _named_setup(shared_head="subtask")
+    # Three training tasks (a.t2, b.t2, c.t4), four rows: one per threshold and label.
+    assert model.head_rows == ["t2:negative", "t2:positive", "t4:negative", "t4:positive"]
+    assert model.train_head.linear.weight.shape == (4, encoder.dim)
+    by_task = {}
+    for episodes in dm.train_dataloader():
+        for episode in episodes:
+            by_task[episode.task] = (episode.classes, model.global_labels(episode).tolist())
+    # a.t2 and b.t2 train the same two rows (in their own class order); c.t4 its own two.
+    for task, (classes, rows) in by_task.items():
+        assert [model.head_rows[r] for r in rows] == [c.split(".", 1)[1] for c in classes]
+    assert "c.t4" in by_task and {"a.t2", "b.t2"} & set(by_task)
+    loss = model.training_step(next(iter(dm.train_dataloader())), 0)
+    assert abs(float(loss.detach()) - torch.log(torch.tensor(2.0)).item()) < 0.3
+    test = dm.eval_dataset("test")[0]                      # d.t2, never trained on
+    support = model.embed_episode(test)[0].float()
+    w0, b0 = model.prior_head(test, support)
+    lin = model.train_head.linear
+    rows = [model.head_rows.index(c.split(".", 1)[1]) for c in test.classes]
+    torch.testing.assert_close(w0, lin.weight[rows])
+    torch.testing.assert_close(b0, lin.bias[rows])
+    with pytest.raises(ValueError, match="shared_head must be None or one of"):
+        Baseline(encoder=encoder, n_way=2, shared_head="domain")
+    with pytest.raises(ValueError, match="prior_weighting='support' weighs per-task heads"):
+        Baseline(encoder=encoder, n_way=2, shared_head="subtask", prior_weighting="support")
