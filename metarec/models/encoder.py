@@ -27,6 +27,9 @@ from metarec.episode import Inputs
 from metarec.registry import ENCODERS
 
 
+TRUNCATION = ("head", "head_tail")
+
+
 class FreezePolicy(str, Enum):
     """Which encoder parameters train: none, the top ``k`` layers, or all."""
 
@@ -68,6 +71,11 @@ class TextEncoder(nn.Module):
         freeze: ``"frozen"``, ``"top_k"`` or ``"full"``.
         top_k: number of trainable top layers under ``freeze="top_k"``.
         max_length: tokenizer truncation length.
+        truncation: how a text longer than ``max_length`` tokens is cut: ``"head"`` keeps its
+            start; ``"head_tail"`` keeps its first ``max_length // 4`` and last
+            ``max_length - max_length // 4`` tokens (special tokens included), which Sun et al.
+            2019 ("How to Fine-Tune BERT for Text Classification?", arXiv:1905.05583) found best
+            for long reviews: the verdict is often at the end.
         normalize: L2-normalize pooled embeddings (as sentence-transformers does for MiniLM).
         identity: name/path used in cache keys and result records.
         length_buckets: run the trainable top on cached states in up to this many chunks of
@@ -87,8 +95,14 @@ class TextEncoder(nn.Module):
         normalize: bool = False,
         identity: str = "",
         length_buckets: int = 1,
+        truncation: str = "head",
     ) -> None:
         super().__init__()
+        if truncation not in TRUNCATION:
+            raise ValueError(f"encoder truncation must be one of {TRUNCATION}, got {truncation!r}")
+        if truncation == "head_tail" and max_length < 8:
+            raise ValueError(f"encoder truncation='head_tail' needs max_length >= 8, got {max_length}")
+        self.truncation = truncation
         if length_buckets < 1:
             raise ValueError(f"encoder length_buckets must be >= 1, got {length_buckets}")
         self.length_buckets = int(length_buckets)
@@ -147,8 +161,18 @@ class TextEncoder(nn.Module):
             return self.model
         return nn.ModuleList()
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (special tokens included), cut to ``max_length`` by ``truncation``."""
+        if self.truncation == "head":
+            return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        head = self.max_length // 4
+        tail = self.max_length - head
+        # verbose=False: the over-long sequences are cut here, not sent to the model whole.
+        ids = self.tokenizer(texts, truncation=False, verbose=False)["input_ids"]
+        return [x if len(x) <= self.max_length else x[:head] + x[-tail:] for x in ids]
+
     def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer.pad({"input_ids": self.token_ids(texts)}, padding=True, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def pool(self, hidden: Tensor, mask: Tensor) -> Tensor:
@@ -260,6 +284,7 @@ def load_hf_encoder(
     normalize: bool = False,
     attn_implementation: str = "eager",
     length_buckets: int = 1,
+    truncation: str = "head",
 ) -> TextEncoder:
     """Loads any Hugging Face ``AutoModel`` by local path (or hub name when online)."""
     from transformers import AutoModel, AutoTokenizer
@@ -276,7 +301,8 @@ def load_hf_encoder(
             f"cannot load encoder {name_or_path!r}: {e}" + (" (HF_HUB_OFFLINE=1: only local paths work)" if offline else "")
         ) from None
     return TextEncoder(model, tokenizer, pooling=pooling, freeze=freeze, top_k=top_k, max_length=max_length,
-                       normalize=normalize, identity=str(name_or_path), length_buckets=length_buckets)
+                       normalize=normalize, identity=str(name_or_path), length_buckets=length_buckets,
+                       truncation=truncation)
 
 
 @ENCODERS.register("hf")

@@ -134,6 +134,8 @@ class FeatureStore:
         }
         if self.autocast:  # absent when off: caches written before the option keep their key
             self._key["autocast"] = "bf16"
+        if e.truncation != "head":  # likewise
+            self._key["truncation"] = e.truncation
         return self._key
 
     def cache_path(self) -> Optional[Path]:
@@ -144,8 +146,7 @@ class FeatureStore:
 
     # -- building ---------------------------------------------------------------------------
     def _tokenize_all(self) -> list[Tensor]:
-        tok = self.encoder.tokenizer(self.texts, truncation=True, max_length=self.encoder.max_length)
-        return [torch.tensor(ids, dtype=torch.long) for ids in tok["input_ids"]]
+        return [torch.tensor(ids, dtype=torch.long) for ids in self.encoder.token_ids(self.texts)]
 
     def _build(self) -> None:
         self._tokens = self._tokenize_all()

@@ -81,3 +81,27 @@ def test_bf16_autocast_cache_is_close_and_keyed_apart(tmp_path):
     ha, hb = a(torch.arange(4))["hidden_states"], b(torch.arange(4))["hidden_states"]
     assert not torch.equal(ha, hb)
     torch.testing.assert_close(ha, hb, atol=0.1, rtol=0.05)
+
+
+def test_head_tail_truncation_keeps_both_ends_and_has_its_own_cache(tmp_path):
+    long = " ".join(f"word{i}" for i in range(40)) + " but overall great"
+    texts = [long, "short one"]
+    head = tiny_encoder(freeze="top_k", top_k=1, max_length=16)
+    both = tiny_encoder(freeze="top_k", top_k=1, max_length=16, truncation="head_tail")
+    full = head.tokenizer(texts)["input_ids"]
+    assert len(full[0]) > 16
+    cut = both.token_ids(texts)
+    # 16 // 4 = 4 head tokens ([CLS] + 3), 12 tail tokens (... "great" [SEP]); short texts unchanged.
+    assert cut[0] == full[0][:4] + full[0][-12:]
+    assert cut[1] == full[1] == head.token_ids(texts)[1]
+    assert head.token_ids(texts)[0] == full[0][:15] + [full[0][-1]]
+    # The feature store tokenizes the same way, and the cached states are keyed apart.
+    a = FeatureStore(both, texts, cache_dir=tmp_path, store_dtype=torch.float32)
+    assert a.key()["truncation"] == "head_tail" and "truncation" not in FeatureStore(head, texts, cache_dir=False).key()
+    assert a.cache_path() != FeatureStore(head, texts, cache_dir=tmp_path).cache_path()
+    tokens = both.tokenize(texts)
+    assert tokens["input_ids"][0].tolist() == cut[0]
+    live = both.pool(both.model(**tokens).last_hidden_state, tokens["attention_mask"])
+    torch.testing.assert_close(both(a(torch.arange(2))), live, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        tiny_encoder(truncation="tail")
