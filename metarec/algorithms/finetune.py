@@ -40,37 +40,44 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-def finetune_on_support(
+def copy_top(encoder: Any) -> tuple[Optional[nn.Module], list[nn.Parameter]]:
+    """A fresh trainable copy of ``encoder``'s top for one episode, and what to optimize.
+
+    Returns ``(None, [])`` for a frozen encoder (head-only fine-tuning).
+    """
+    if encoder.freeze is FreezePolicy.FROZEN:
+        return None, []
+    top = copy.deepcopy(encoder.trainable_top())
+    return top, [p for p in top.parameters() if p.requires_grad]
+
+
+def train_on_support(
     encoder: Any,
+    top: Optional[nn.Module],
+    params: list[nn.Parameter],
     x: Inputs,
     y: Tensor,
     head: nn.Module,
     steps: int,
     lr: float,
     head_lr: float,
-    seed: int,
     dropout: bool = True,
     penalty: Optional[Callable[[], Tensor]] = None,
-) -> tuple[Optional[nn.Module], list[float]]:
-    """Fine-tunes a fresh copy of the encoder's trainable top and ``head`` (in place) on a support set.
+) -> list[float]:
+    """Full-batch AdamW on a support set: ``params`` of ``top`` at ``lr``, ``head`` at ``head_lr``.
 
-    The encoder's own weights are never written. Full-batch AdamW for ``steps`` steps on
-    ``cross-entropy(head(encoder(x, top)), y) (+ penalty())``, dropout seeded by ``seed``.
+    Minimizes ``cross-entropy(head(encoder(x, top)), y) (+ penalty())`` for ``steps`` steps,
+    with ``top``'s dropout on when ``dropout``; ``top`` is left in eval mode. Seeding is the
+    caller's (:func:`seeded`), and so is clearing the gradients the last step leaves.
 
     Returns:
-        ``(top, losses)``: the adapted copy of the top (``None`` for a frozen encoder, where
-        only the head trains) and the support loss before every step.
+        The support loss before every step.
     """
-    top: Optional[nn.Module] = None
-    params: list[nn.Parameter] = []
-    if encoder.freeze is not FreezePolicy.FROZEN:
-        top = copy.deepcopy(encoder.trainable_top())
-        params = [p for p in top.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": head_lr}]
     if params:
         groups.append({"params": params, "lr": lr})
     losses = []
-    with torch.enable_grad(), seeded(seed, y.device):
+    with torch.enable_grad():
         opt = torch.optim.AdamW(groups, weight_decay=0.0)
         if top is not None:
             top.train(dropout)
@@ -84,9 +91,7 @@ def finetune_on_support(
             losses.append(loss.detach())
         if top is not None:
             top.eval()
-            for p in top.parameters():
-                p.grad = None
-    return top, (torch.stack(losses).float().tolist() if losses else [])
+    return torch.stack(losses).float().tolist() if losses else []
 
 
 @ALGORITHMS.register("finetune")
@@ -146,14 +151,8 @@ class FineTune(MetaLearner):
 
     # -- what adapts ------------------------------------------------------------------------
     def episode_top(self) -> tuple[Optional[nn.Module], list[nn.Parameter]]:
-        """A fresh trainable copy of the encoder's top for one episode, and what to optimize.
-
-        Returns ``(None, [])`` for a frozen encoder (head-only fine-tuning).
-        """
-        if self.encoder.freeze is FreezePolicy.FROZEN:
-            return None, []
-        top = copy.deepcopy(self.encoder.trainable_top())
-        return top, [p for p in top.parameters() if p.requires_grad]
+        """A fresh trainable copy of the encoder's top for one episode (:func:`copy_top`)."""
+        return copy_top(self.encoder)
 
     def new_head(self, z: Tensor, y: Tensor, n_way: int) -> LinearHead:
         """A fresh head for the episode, initialized from support embeddings ``z`` ``(n, H)``."""
@@ -176,29 +175,14 @@ class FineTune(MetaLearner):
         """
         top, params = self.episode_top()
         y = episode.support_y
-        device = y.device
-        with torch.enable_grad(), seeded(stream_seed(self.seed, type(self).__name__, episode.index), device):
+        with torch.enable_grad(), seeded(stream_seed(self.seed, type(self).__name__, episode.index), y.device):
             if top is not None:
                 top.eval()
             with torch.no_grad():
                 z0 = self.embed(episode.support_x, top).float()
             head = self.new_head(z0, y, episode.n_way)
-            groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": self.head_lr}]
-            if params:
-                groups.append({"params": params, "lr": self.lr})
-            opt = torch.optim.AdamW(groups, weight_decay=0.0)
-            if top is not None:
-                top.train(self.dropout)
-            losses = []
-            for _ in range(self.steps):
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(head(self.embed(episode.support_x, top)), y)
-                loss.backward()
-                opt.step()
-                losses.append(loss.detach())
-            if top is not None:
-                top.eval()
-        self.last_support_losses = torch.stack(losses).float().tolist() if losses else []
+            self.last_support_losses = train_on_support(self.encoder, top, params, episode.support_x, y, head,
+                                                        self.steps, self.lr, self.head_lr, self.dropout)
         return top, head
 
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec.algorithms.base import MetaLearner, concat_inputs
-from metarec.algorithms.finetune import finetune_on_support
+from metarec.algorithms.finetune import copy_top, seeded, train_on_support
 from metarec.algorithms.linear_probe import fit_head
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import stream_seed
@@ -360,10 +360,11 @@ class Baseline(MetaLearner):
             lin = head.linear
             return 0.5 * self.prior_l2 * ((lin.weight - w0).pow(2).sum() + (lin.bias - b0).pow(2).sum())
 
-        top, _ = finetune_on_support(
-            self.encoder, episode.support_x, episode.support_y, head, steps=self.adapt_steps, lr=self.adapt_lr,
-            head_lr=self.adapt_head_lr, seed=stream_seed(self.seed, type(self).__name__, episode.index),
-            penalty=penalty)
+        # The encoder's own weights are never written: a copy of its top trains, then is dropped.
+        top, params = copy_top(self.encoder)
+        with seeded(stream_seed(self.seed, type(self).__name__, episode.index), episode.support_y.device):
+            train_on_support(self.encoder, top, params, episode.support_x, episode.support_y, head,
+                             steps=self.adapt_steps, lr=self.adapt_lr, head_lr=self.adapt_head_lr, penalty=penalty)
         with torch.no_grad():
             return head(self.encoder(episode.query_x, top=top).float())
 
