@@ -106,14 +106,14 @@ class Baseline(MetaLearner):
             ``softmax_j(log p(support | head_j) / prior_temperature)``, so training tasks whose
             heads explain the support (e.g. similar product domains) dominate the prior.
             Falls back to the mean when no training task matches every class.
+        prior_temperature: tempers the support log-likelihoods of ``"support"`` weighting
+            (1: the posterior over training heads under a uniform prior; larger: flatter).
         shared_head: ``None`` — the multi-task stage trains one head row per training class;
             ``"label"`` or ``"subtask"`` — one row per :func:`prior_key` shared by every training
             task (ARSC with ``"subtask"``: six rows, ``t2/t4/t5 x negative/positive``), so the
             encoder learns features that one head per key separates in every domain, which is
             how a ``test_head="prior"`` head uses them. The prior of a test class is then its
             key's row.
-        prior_temperature: tempers the support log-likelihoods of ``"support"`` weighting
-            (1: the posterior over training heads under a uniform prior; larger: flatter).
         adapt_steps: with ``test_head="prior"``, after the head's fit, fine-tune a copy of the
             encoder's trainable top and the head on the support for this many full-batch
             AdamW steps (the L2 pull on the head stays on), then embed the queries with the
@@ -190,6 +190,7 @@ class Baseline(MetaLearner):
         #: What each row of the training head stands for: a training class, or a shared key.
         self.head_rows: list[str] = []
         self.family_name = ""
+        self._head_row: dict[str, int] = {}     # head_rows entry -> its row
         self._class_index: dict[str, int] = {}  # training class name -> head row
         self.train_head: Optional[nn.Module] = None
         #: Names of every class the multi-task stage has trained on (tests check it).
@@ -218,8 +219,9 @@ class Baseline(MetaLearner):
             self.head_rows = names
         else:
             self.head_rows = sorted({prior_key(n, self.shared_head) for n in names})
-        row = {r: i for i, r in enumerate(self.head_rows)}
-        self._class_index = {n: row[n if self.shared_head is None else prior_key(n, self.shared_head)] for n in names}
+        self._head_row = {r: i for i, r in enumerate(self.head_rows)}
+        self._class_index = {n: self._head_row[n if self.shared_head is None else prior_key(n, self.shared_head)]
+                             for n in names}
         self.train_head = self._make_head(len(self.head_rows)).to(self.device)
 
     def setup(self, stage: str) -> None:
@@ -293,11 +295,10 @@ class Baseline(MetaLearner):
         keys = [prior_key(n, self.prior_match) for n in self.train_classes]
         protos = class_means(support, episode.support_y, episode.n_way)
         ws, bs = [], []
-        shared = {r: i for i, r in enumerate(self.head_rows)} if self.shared_head is not None else {}
         for c, name in enumerate(episode.classes):
             key = prior_key(name, self.prior_match)
             if self.shared_head is not None:
-                row = shared.get(prior_key(name, self.shared_head))
+                row = self._head_row.get(prior_key(name, self.shared_head))
                 idx = [] if row is None else [row]
             else:
                 idx = [i for i, k in enumerate(keys) if k == key and self.train_classes[i] != name]
