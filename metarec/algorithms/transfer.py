@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,8 +19,11 @@ from metarec.algorithms.linear_probe import fit_head
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import stream_seed
 from metarec.episode import Episode
+from metarec.log import get_logger
 from metarec.models.heads import LinearHead, class_means
 from metarec.registry import ALGORITHMS
+
+log = get_logger(__name__)
 
 HEADS = ("linear", "cosine")
 TRAIN_SOFTMAX = ("all", "episode")
@@ -39,6 +43,24 @@ def prior_key(class_name: str, match: str) -> str:
     if match == "label":
         return class_name.rsplit(":", 1)[-1]
     return class_name.split(".", 1)[-1]
+
+
+def key_frequencies(family: TaskFamily, match: str) -> dict[str, float]:
+    """Natural frequency of every :func:`prior_key` over ``family``'s meta-training tasks.
+
+    For key ``k``: the rows labelled with a training class whose key is ``k``, over all rows of
+    the tasks holding such a class (ARSC with ``"subtask"``: ``"t5:positive"`` -> the share of
+    positive reviews over every training domain's t5 rows).
+    """
+    hits: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for task in family.tasks("train"):
+        ids, counts = np.unique(task.labels, return_counts=True)
+        for c, n in zip(ids.tolist(), counts.tolist()):
+            key = prior_key(family.class_names[c], match)
+            hits[key] = hits.get(key, 0) + int(n)
+            totals[key] = totals.get(key, 0) + len(task.labels)
+    return {k: hits[k] / totals[k] for k in sorted(hits)}
 
 
 class CosineHead(nn.Module):
@@ -114,6 +136,16 @@ class Baseline(MetaLearner):
             encoder learns features that one head per key separates in every domain, which is
             how a ``test_head="prior"`` head uses them. The prior of a test class is then its
             key's row.
+        logit_adjust: ``tau`` of post-hoc logit adjustment (Menon et al., ICLR 2021, "Long-tail
+            learning via logit adjustment", arXiv:2007.07314). Training episodes and supports
+            are class-balanced, so the fitted head's logits assume a uniform class prior; a
+            query set follows its task's natural label frequencies (ARSC: 61-89% positive by
+            threshold). With ``tau > 0`` every val/test logit gets ``tau * log pi_c``, where
+            ``pi_c`` is the natural frequency of class ``c``'s :func:`prior_key` over the
+            meta-training tasks (rows of training classes with that key / rows of their tasks),
+            renormalized over the episode's classes. ``1`` is the Bayes correction for a
+            calibrated head; ``0`` (default) leaves logits as they are. An episode with a class
+            whose key no training class has is left unadjusted (one warning).
         adapt_steps: with ``test_head="prior"``, after the head's fit, fine-tune a copy of the
             encoder's trainable top and the head on the support for this many full-batch
             AdamW steps (the L2 pull on the head stays on), then embed the queries with the
@@ -141,6 +173,7 @@ class Baseline(MetaLearner):
         prior_weighting: str = "mean",
         prior_temperature: float = 1.0,
         shared_head: Optional[str] = None,
+        logit_adjust: float = 0.0,
         adapt_steps: int = 0,
         adapt_lr: float = 1e-4,
         adapt_head_lr: float = 1e-3,
@@ -174,6 +207,9 @@ class Baseline(MetaLearner):
         self.prior_weighting = prior_weighting
         self.shared_head = shared_head
         self.prior_temperature = float(prior_temperature)
+        if not logit_adjust >= 0:
+            raise ValueError(f"{type(self).__name__} logit_adjust must be >= 0, got {logit_adjust}")
+        self.logit_adjust = float(logit_adjust)
         if adapt_steps < 0:
             raise ValueError(f"{type(self).__name__} adapt_steps must be >= 0, got {adapt_steps}")
         if adapt_steps and test_head != "prior":
@@ -192,6 +228,9 @@ class Baseline(MetaLearner):
         self.family_name = ""
         self._head_row: dict[str, int] = {}     # head_rows entry -> its row
         self._class_index: dict[str, int] = {}  # training class name -> head row
+        #: Natural frequency of each prior key over the meta-training tasks (``logit_adjust``).
+        self.key_frequency: dict[str, float] = {}
+        self._warned_unadjusted = False
         self.train_head: Optional[nn.Module] = None
         #: Names of every class the multi-task stage has trained on (tests check it).
         self.seen_classes: set[str] = set()
@@ -223,6 +262,7 @@ class Baseline(MetaLearner):
         self._class_index = {n: self._head_row[n if self.shared_head is None else prior_key(n, self.shared_head)]
                              for n in names}
         self.train_head = self._make_head(len(self.head_rows)).to(self.device)
+        self.key_frequency = key_frequencies(family, self.prior_match)
 
     def setup(self, stage: str) -> None:
         if self.train_head is not None:
@@ -369,6 +409,25 @@ class Baseline(MetaLearner):
         with torch.no_grad():
             return head(self.encoder(episode.query_x, top=top).float())
 
+    def adjust_logits(self, episode: Episode, logits: Tensor) -> Tensor:
+        """``logits (n, n_way) + logit_adjust * log pi`` (see ``logit_adjust``)."""
+        if not self.logit_adjust:
+            return logits
+        keys = [prior_key(name, self.prior_match) for name in episode.classes]
+        missing = [name for name, key in zip(episode.classes, keys) if key not in self.key_frequency]
+        if missing:
+            # Like prior_head's prototype fallback: no training class to learn a frequency from,
+            # so the uniform prior the head already assumes stays.
+            if not self._warned_unadjusted:
+                log.warning("%s logit_adjust=%s: class(es) %s of episode %d (task %r) have no meta-training class "
+                            "with the same prior_match=%r key, so its logits are not adjusted (and so for any "
+                            "such episode); keys with frequencies: %s", type(self).__name__, self.logit_adjust,
+                            missing, episode.index, episode.task, self.prior_match, sorted(self.key_frequency))
+                self._warned_unadjusted = True
+            return logits
+        pi = torch.tensor([self.key_frequency[k] for k in keys], dtype=logits.dtype, device=logits.device)
+        return logits + self.logit_adjust * torch.log(pi / pi.sum())
+
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             support, query = self.embed_episode(episode)
@@ -378,7 +437,7 @@ class Baseline(MetaLearner):
         if self.test_head == "prior":
             head, w0, b0 = self.fit_prior_head(episode, support)
             if self.adapt_steps:
-                logits = self.adapt_on_support(episode, head, w0, b0)
+                logits = self.adjust_logits(episode, self.adapt_on_support(episode, head, w0, b0))
                 return F.cross_entropy(logits, episode.query_y), logits
         elif self.head_kind == "cosine":
             head = CosineHead(support.shape[1], n_way, self.scale).to(support.device)
@@ -392,7 +451,7 @@ class Baseline(MetaLearner):
             head = LinearHead(support.shape[1], n_way).to(support.device)
             fit_head(head, support, episode.support_y, l2=self.l2, max_iter=self.max_iter)
         with torch.no_grad():
-            logits = head(query)
+            logits = self.adjust_logits(episode, head(query))
         return F.cross_entropy(logits, episode.query_y), logits
 
 

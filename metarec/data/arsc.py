@@ -56,8 +56,8 @@ TARGET_LIST = "workspace.target.list"
 DEFAULT_HOLDOUT: tuple[str, ...] = ("camera_photo", "health_personal_care")
 #: Support examples per class of an ARSC target task.
 PROTOCOL_SHOT = 5
-#: Files a meta-training task may train on (``train_files``); ``.dev`` is meta-validation.
-TRAIN_FILES: tuple[str, ...] = ("train", "test")
+#: Files a meta-training task may train on (``train_files``); ``.dev`` is also meta-validation.
+TRAIN_FILES: tuple[str, ...] = ("train", "test", "dev")
 ENV_DIR = "METAREC_ARSC_DIR"
 
 
@@ -230,7 +230,9 @@ def arsc(
             to add the meta-training domains' ``.test`` files, which the protocol leaves unused
             (they are never a target's or a held-out domain's; a domain without a ``.train``
             file, like ``music`` and ``video`` in the shared copy, then trains on its ``.test``).
-            ``.dev`` stays meta-validation.
+            ``"dev"`` adds the ``.dev`` files too; they stay the meta-validation tasks, so
+            validation is then in-sample (a warning says so): use it only when nothing is
+            selected on ``val/acc``, as in the ARSC recipe.
 
     Returns:
         The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
@@ -246,6 +248,9 @@ def arsc(
     train_files = [str(f) for f in train_files]
     if not train_files or len(set(train_files)) != len(train_files) or not set(train_files) <= set(TRAIN_FILES):
         raise DataError(f"arsc: train_files must be distinct names among {list(TRAIN_FILES)}, got {train_files}")
+    if "dev" in train_files:
+        log.warning("arsc: train_files=%s includes the meta-training domains' .dev files, which are also the "
+                    "meta-validation tasks: val/acc is in-sample (do not select checkpoints on it)", train_files)
     filtered = read_domain_list(root / FILTERED_LIST)
     thresholds = [str(t) for t in thresholds]
     if not thresholds:

@@ -354,3 +354,40 @@ def test_shared_head_trains_one_row_per_key_and_is_the_prior():
         Baseline(encoder=encoder, n_way=2, shared_head="domain")
     with pytest.raises(ValueError, match="prior_weighting='support' weighs per-task heads"):
         Baseline(encoder=encoder, n_way=2, shared_head="subtask", prior_weighting="support")
+
+
+def test_logit_adjust_adds_the_training_tasks_log_class_frequencies(caplog):
+    import logging
+
+    import numpy as np
+
+    from metarec.algorithms.transfer import key_frequencies
+    from metarec.data.family import Task
+
+    encoder, dm, model = _named_setup(logit_adjust=1.0)
+    # The named family is balanced: every key has frequency 1/2.
+    assert model.key_frequency == {"t2:negative": 0.5, "t2:positive": 0.5, "t4:negative": 0.5, "t4:positive": 0.5}
+    family = _named_family()
+    a = family.splits["train"][0]                           # a.t2: keep 2 of its 8 negatives
+    keep = np.r_[np.flatnonzero(a.labels % 2 == 0)[:2], np.flatnonzero(a.labels % 2 == 1)]
+    family.splits["train"][0] = Task(name=a.name, indices=a.indices[keep], labels=a.labels[keep])
+    freq = key_frequencies(family, "subtask")
+    # t2 rows: a.t2 2 negative + 8 positive, b.t2 8 + 8 -> negative 10/26; c.t4 stays balanced.
+    assert freq == pytest.approx({"t2:negative": 10 / 26, "t2:positive": 16 / 26, "t4:negative": 0.5, "t4:positive": 0.5})
+    assert key_frequencies(family, "label") == pytest.approx({"negative": 18 / 42, "positive": 24 / 42})
+    model.key_frequency = freq
+    test = dm.eval_dataset("test")[0]                      # d.t2
+    model.logit_adjust = 0.0
+    _, plain = model.episode_forward(test)
+    model.logit_adjust = 0.5
+    _, adjusted = model.episode_forward(test)
+    log_pi = torch.log(torch.tensor([freq[c.split(".", 1)[1]] for c in test.classes]))
+    torch.testing.assert_close(adjusted - plain, 0.5 * log_pi.expand_as(plain))
+    # No training class with d.t2's keys: the episode keeps the uniform prior, with a warning.
+    model.key_frequency = {"t4:negative": 0.5, "t4:positive": 0.5}
+    with caplog.at_level(logging.WARNING, logger="metarec.algorithms.transfer"):
+        _, unadjusted = model.episode_forward(test)
+    torch.testing.assert_close(unadjusted, plain)
+    assert "are not adjusted" in caplog.text
+    with pytest.raises(ValueError, match="logit_adjust must be >= 0"):
+        Baseline(encoder=encoder, n_way=2, logit_adjust=-1.0)

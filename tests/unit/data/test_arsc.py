@@ -213,9 +213,23 @@ def test_train_files_add_the_training_domains_test_files_only(tmp_path):
         {"apparel.t2.dev", "baby.t2.dev", "beauty.t2.dev"}
     train_files = {f for t in fam.tasks("train") for f, _ in _file_rows(fam, t.indices)}
     assert not any(f.startswith("books.") for f in train_files)
-    for bad in (["dev"], [], ["train", "train"]):
-        with pytest.raises(DataError, match=r"train_files must be distinct names among \['train', 'test'\]"):
+    for bad in (["valid"], [], ["train", "train"]):
+        with pytest.raises(DataError, match=r"train_files must be distinct names among \['train', 'test', 'dev'\]"):
             arsc(str(root), train_files=bad)
+
+
+def test_train_files_with_dev_train_on_the_validation_files_and_say_so(tmp_path, caplog):
+    root = make_arsc_dir(tmp_path / "arsc")
+    with caplog.at_level(logging.WARNING, logger="metarec.data.arsc"):
+        fam = arsc(str(root), train_files=["train", "test", "dev"])
+    assert "val/acc is in-sample" in caplog.text
+    by_name = {t.name: t for t in fam.tasks("train")}
+    assert _file_rows(fam, by_name["apparel.t2"].indices) == [("apparel.t2.train", n) for n in range(1, 17)] + \
+        [("apparel.t2.test", n) for n in range(1, 9)] + [("apparel.t2.dev", n) for n in range(1, 13)]
+    val_rows = {r for t in fam.tasks("val") for r in _file_rows(fam, t.indices)}
+    train_rows = {r for t in fam.tasks("train") for r in _file_rows(fam, t.indices)}
+    assert val_rows and val_rows <= train_rows
+    assert not any(f.startswith("books.") for f, _ in train_rows)
 
 
 @pytest.mark.parametrize("line, reason", [
