@@ -6,7 +6,7 @@
     metarec list  [algorithms|recommenders|families|encoders|experiments]
     metarec arsc-dev-split DATA_DIR OUT    draw the ARSC development protocol's split file once
 
-OVERRIDES are Hydra overrides of the config tree in experiments/ (``trainer.max_steps=50``).
+OVERRIDES are Hydra overrides of the config tree in metarec/configs/ (``trainer.max_steps=50``).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("arsc-dev-split", help="draw the ARSC development protocol (held-out domains, fixed supports)")
     p.add_argument("data_dir")
-    p.add_argument("out", help="e.g. experiments/splits/arsc_dev.json")
+    p.add_argument("out", help="e.g. metarec/configs/splits/arsc_dev.json")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-domains", type=int, default=4)
     p.add_argument("--min-test", type=int, default=100, help="least .test lines per threshold of a held-out domain")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -22,9 +23,13 @@ from metarec.hardware import register_resolvers
 
 
 def config_dir() -> Path:
-    """``$METAREC_CONFIG_DIR`` or the ``experiments/`` folder of the metarec checkout."""
+    """``$METAREC_CONFIG_DIR`` or the config tree shipped inside the package (``metarec/configs``).
+
+    The tree is package data, found through :mod:`importlib.resources`, so a non-editable
+    install (``pip install .``) has its configs too.
+    """
     env = os.environ.get("METAREC_CONFIG_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
+    path = Path(env) if env else Path(str(resources.files("metarec") / "configs"))
     if not (path / "config.yaml").exists():
         raise FileNotFoundError(f"metarec config tree not found at {path} (set METAREC_CONFIG_DIR)")
     return path

@@ -1,7 +1,7 @@
 """Algorithms and baselines. Importing this package registers them all.
 
 Adding one: a file here with a ``MetaLearner`` subclass decorated by
-``@ALGORITHMS.register("name")``, an import line below, and ``experiments/algorithm/name.yaml``.
+``@ALGORITHMS.register("name")``, an import line below, and ``metarec/configs/algorithm/name.yaml``.
 """
 
 from metarec.algorithms.base import MetaLearner

@@ -40,6 +40,7 @@ import numpy as np
 from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
 from metarec.data.readers import LabeledLines, ReadReport, read_labeled_lines
+from metarec.data.tabular import resolve_split_file
 from metarec.log import get_logger
 from metarec.evaluation.tables import per_task_table  # noqa: F401  (re-exported)
 from metarec.registry import FAMILIES
@@ -222,7 +223,7 @@ def arsc(
         seed: seed of ``max_per_class`` subsampling and of fallback support sets; never the
             training seed, so every run sees the same tasks.
         dev_split: a development split file (:func:`make_dev_split`, e.g.
-            ``experiments/splits/arsc_dev.json``): its held-out filtered domains are the
+            ``splits/arsc_dev.json``): its held-out filtered domains are the
             meta-test, each task with the fixed support lines the file names and its whole
             ``.test`` file as queries (protocol ``"dev"``); a target list is then ignored.
         train_files: which files of a meta-training (domain, threshold) hold its training
@@ -267,6 +268,7 @@ def arsc(
     if dev_split:
         if target_dir:
             raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
+        dev_split = str(resolve_split_file(dev_split))
         spec = read_dev_split(dev_split)
         _check_known(f"dev_split {dev_split} holdout_domains", spec["holdout_domains"], filtered, root / FILTERED_LIST)
         if sorted(spec["thresholds"]) != sorted(thresholds):
@@ -472,7 +474,7 @@ def make_dev_split(
     so a run refuses a data directory whose files differ from the ones the split was drawn from.
 
     Returns:
-        A JSON-ready dict (written to ``experiments/splits/arsc_dev.json`` by
+        A JSON-ready dict (written to ``splits/arsc_dev.json`` by
         ``metarec arsc-dev-split DATA_DIR OUT``).
     """
     root = resolve_data_dir(data_dir)

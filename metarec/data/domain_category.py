@@ -2,7 +2,7 @@
 
 From any corpus with a group column — ARSC's review domain is one — an N-way K-shot family
 whose classes are the groups. Meta-train / val / test domains are fixed in a committed split
-file (``experiments/splits/arsc_domains.json`` for ARSC), made once from a seed and read as
+file (``splits/arsc_domains.json`` for ARSC), made once from a seed and read as
 it is by every run. Test episodes therefore ask for product domains never seen in training.
 
 A text found in several domains cannot be categorized (it would be right in two classes):
@@ -104,7 +104,7 @@ def domain_category(
 
     Args:
         split_file: the JSON file fixing which groups are meta-train / val / test (relative:
-            inside ``experiments/``), e.g. ``splits/arsc_domains.json``; created once from
+            inside ``metarec/configs/``), e.g. ``splits/arsc_domains.json``; created once from
             ``seed`` when it does not exist, read as it is ever after.
         data_dir: an ARSC directory: classes are its review domains. Without it, the corpus
             comes from ``**source`` (``path`` or ``hf_dataset``, ``format``, ...) and the

@@ -333,9 +333,10 @@ def table_to_corpus(table: Table, name: str, label_map: Optional[Mapping[Any, st
 # Split files
 # ---------------------------------------------------------------------------------------
 def resolve_split_file(split_file: str | Path) -> Path:
-    """An absolute path as is; a relative one inside the config tree (``experiments/``)."""
+    """An absolute path as is; a relative one from the working directory if it is there, else
+    inside the config tree (``metarec/configs/``, e.g. ``splits/arsc_dev.json``)."""
     p = Path(split_file).expanduser()
-    if p.is_absolute():
+    if p.is_absolute() or p.exists():
         return p
     from metarec.config import config_dir
 
@@ -358,7 +359,7 @@ def fixed_split(
     be committed.
 
     Args:
-        split_file: the JSON file; relative paths are inside the config tree (``experiments/``).
+        split_file: the JSON file; relative paths are inside the config tree (``metarec/configs/``).
         names: every class (or group) name of the data.
         kind: ``"class"`` or ``"group"``: what the names are (checked against the file).
         fractions: train / val / test fractions used when the file is created.
@@ -487,7 +488,7 @@ def corpus_family(
     """A task family from any labeled corpus (file or Hugging Face dataset).
 
     Args:
-        split_file: the JSON split file (relative: inside ``experiments/``), e.g.
+        split_file: the JSON split file (relative: inside ``metarec/configs/``), e.g.
             ``splits/my_intents.json``; created from ``seed`` if it does not exist.
         dataset: name of the dataset (family name, messages); default the file stem.
         split_by: ``"class"``: classes are divided between meta-train / val / test, one task
@@ -509,7 +510,7 @@ def corpus_family(
                   also=("split_file", "dataset", "split_by", "fractions", "seed"))
     name = dataset or (Path(source["path"]).stem if source.get("path") else str(source.get("hf_dataset", "corpus")))
     if not split_file:
-        raise DataError(f"corpus {name!r}: split_file is required (a JSON file in experiments/splits/, created "
+        raise DataError(f"corpus {name!r}: split_file is required (a JSON file in splits/, created "
                         "once from the seed, then committed and read as it is)")
     corpus = load_corpus(name=name, **source)
     metadata: dict[str, Any] = {"source": corpus.source, "split_file": str(resolve_split_file(split_file)),

@@ -21,7 +21,7 @@ TINY = ["family.cut=1000", "family.min_ratings=3", "family.n_query=2", "encoder.
 
 def test_every_recommender_has_a_config():
     for name in RECOMMENDERS.list():
-        assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"experiments/algorithm/{name}.yaml missing"
+        assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"metarec/configs/algorithm/{name}.yaml missing"
 
 
 @pytest.mark.parametrize("name", RECOMMENDERS.list())

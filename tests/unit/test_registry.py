@@ -30,4 +30,4 @@ def test_every_algorithm_has_a_config():
     from metarec.config import config_dir
 
     for name in ALGORITHMS.list():
-        assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"experiments/algorithm/{name}.yaml missing"
+        assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"metarec/configs/algorithm/{name}.yaml missing"

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from metarec.config import config_dir
 from metarec.data.arsc import ARSC_LABEL_MAP, arsc, make_target_fixture, per_task_table
 from metarec.data.corpus import DataError
 from metarec.data.sampler import EpisodeSampler, EpisodeSpec
@@ -378,14 +379,14 @@ def test_dev_split_refuses_changed_data_and_bad_files(tmp_path):
 
 
 def test_committed_dev_split_is_the_one_the_shared_data_gives(arsc_dir):
-    """experiments/splits/arsc_dev.json is what make_dev_split draws from the shared ARSC copy."""
+    """splits/arsc_dev.json is what make_dev_split draws from the shared ARSC copy."""
     import json
 
     from metarec.data.arsc import make_dev_split
     shared = arsc_dir  # skips with its reason where the shared data is absent
 
-    committed = json.loads((Path(__file__).parents[3] / "experiments/splits/arsc_dev.json").read_text())
+    committed = json.loads((config_dir() / "splits/arsc_dev.json").read_text())
     assert make_dev_split(shared, seed=committed["seed"]) == committed
-    fam = arsc(str(shared), dev_split=str(Path(__file__).parents[3] / "experiments/splits/arsc_dev.json"))
+    fam = arsc(str(shared), dev_split=str(config_dir() / "splits/arsc_dev.json"))
     assert [t.name for t in fam.tasks("test")] == sorted(committed["supports"])
     assert all(len(t.support) == 10 for t in fam.tasks("test"))
