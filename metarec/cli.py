@@ -30,7 +30,7 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     m = result.metrics
     if result.episodes and "state" in result.episodes[0]:
         # Per-user rating records (the cold-start family): metrics per state.
-        from metarec.evaluation.rating import state_table
+        from metarec.recsys.metrics import state_table
 
         print(state_table(result.episodes))
         print(f"{name}: {len(result.episodes)} test users (task set {result.episode_set}); run dir {result.run_dir}")
@@ -100,7 +100,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES
 
     from metarec.registry import RECOMMENDERS
-    import metarec.algorithms.melu  # noqa: F401  (registers recommenders)
+    import metarec.recsys  # noqa: F401  (registers the cold-start family and the recommenders)
 
     what = {"algorithms": ALGORITHMS.list, "recommenders": RECOMMENDERS.list, "families": FAMILIES.list,
             "encoders": ENCODERS.list, "experiments": list_experiments}

@@ -60,6 +60,6 @@ class Registry(Generic[T]):
 ALGORITHMS: Registry[Any] = Registry("algorithm")
 FAMILIES: Registry[Any] = Registry("family")
 ENCODERS: Registry[Any] = Registry("encoder")
-#: Recommenders of the cold-start rating family (see metarec/algorithms/melu.py): they see a
+#: Recommenders of the cold-start rating family (see metarec/recsys/): they see a
 #: RatingEpisode, not a text Episode, so they are kept apart from ALGORITHMS' contract tests.
 RECOMMENDERS: Registry[Any] = Registry("recommender")

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import metarec.algorithms  # noqa: F401  (registers algorithms)
 import metarec.data  # noqa: F401  (registers families)
-import metarec.algorithms.melu  # noqa: F401  (registers recommenders)
+import metarec.recsys  # noqa: F401  (registers the cold-start family and the recommenders)
 from metarec.algorithms.base import MetaLearner
 from metarec.data.datamodule import EpisodicDataModule
 from metarec.data.family import TaskFamily
@@ -173,7 +173,7 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: O
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if cfg.algorithm.name in RECOMMENDERS:
-        from metarec.training_rating import run_rating_experiment  # the cold-start rating family
+        from metarec.recsys.run import run_rating_experiment  # the cold-start rating family
 
         return run_rating_experiment(cfg, run_dir, ckpt_path=ckpt_path, fit=fit)
     family = build_family(cfg)

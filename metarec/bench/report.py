@@ -152,7 +152,7 @@ def write_reports(suite: Suite, store: RunStore, results: list[CellResult], late
 
     from metarec.evaluation.plots import plot_method_bars, plot_shots_curve, plot_task_bars
 
-    from metarec.bench.rating_report import is_rating_results, rating_markdown_report, summarize_ratings
+    from metarec.recsys.report import is_rating_results, rating_markdown_report, summarize_ratings
 
     if is_rating_results(results):  # per-user rating records (cold-start family): metrics per state
         rating_rows = summarize_ratings(suite, results)

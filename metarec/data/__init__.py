@@ -7,6 +7,5 @@ from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
 from metarec.data import synthetic  # noqa: F401  (registers synthetic families)
 from metarec.data import arsc, domain_category, tabular  # noqa: F401  (register arsc, domain_category, corpus)
-from metarec.data import coldstart  # noqa: F401  (registers the cold-start rating family)
 
 __all__ = ["DataError", "LabeledCorpus", "Task", "TaskFamily"]

@@ -10,7 +10,7 @@ import pytest
 
 from metarec.bench.runner import run_suite
 from metarec.config import compose, config_dir
-from metarec.data.coldstart import STATES
+from metarec.recsys.split import STATES
 from metarec.registry import RECOMMENDERS
 from metarec.training import run_experiment
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from metarec.evaluation.rating import user_metrics
+from metarec.recsys.metrics import user_metrics
 
 
 def test_mae_rmse_ndcg_against_hand_computed_values():

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metarec.data.coldstart import STATES, ColdStartFamily, TrainTasks, make_split
+from metarec.recsys.datamodule import TrainTasks
+from metarec.recsys.family import ColdStartFamily
+from metarec.recsys.split import STATES, make_split
 from metarec.data.corpus import DataError
-from metarec.data.interactions import load_interactions
+from metarec.recsys.interactions import load_interactions
 from metarec.data.readers import LineError
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "coldstart"
@@ -137,7 +139,7 @@ def test_no_query_leaks_into_support_or_training():
 
 
 def test_no_leakage_on_embedded_ml100k():
-    from metarec.data.interactions import recbole_ml100k_dir
+    from metarec.recsys.interactions import recbole_ml100k_dir
 
     try:
         d = recbole_ml100k_dir()

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from metarec.evaluation.rating import RATING_METRICS
+from metarec.recsys.metrics import RATING_METRICS
 from metarec.evaluation.stats import mean_ci95, paired_test
 from metarec.evaluation.tables import markdown_table
 

@@ -19,8 +19,9 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-import metarec.algorithms.melu  # noqa: F401  (registers recommenders)
-from metarec.data.coldstart import ColdStartDataModule, ColdStartFamily
+import metarec.recsys.recommenders  # noqa: F401  (registers recommenders)
+from metarec.recsys.datamodule import ColdStartDataModule
+from metarec.recsys.family import ColdStartFamily
 from metarec.episode import episode_set_fingerprint
 from metarec.log import get_logger
 from metarec.models.features import FeatureStore

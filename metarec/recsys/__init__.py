@@ -1,0 +1,25 @@
+"""Cold-start recommendation, each user a task (MeLU protocol): the whole rating path.
+
+Layers, lowest first (a module imports only modules above it in this list, or lower layers of
+metarec):
+
+* ``interactions`` — (user, item, rating, time) readers: RecBole atomic files, MovieLens ml-100k.
+* ``split`` — MeLU's four states (existing/new users × existing/new items) and the user tasks.
+* ``episode`` — :class:`RatingEpisode`, what a recommender sees.
+* ``family`` — the ``coldstart`` family: interactions + split + feature table.
+* ``datamodule`` — seeded training user tasks, the fixed test tasks.
+* ``networks`` — the MeLU network (embeddings, decision layers, rating and like heads).
+* ``metrics`` — per-user MAE, RMSE, nDCG@k, AUC.
+* ``learner`` — :class:`RatingLearner`, the base of recommenders; ``recommenders`` — MeLU and baselines.
+* ``run`` — from a config to a tested recommender; ``report`` — a suite's per-state tables.
+
+Importing this package registers the ``coldstart`` family and the recommenders.
+"""
+
+from metarec.recsys import family, recommenders  # noqa: F401  (register the family and the recommenders)
+from metarec.recsys.episode import RatingEpisode
+from metarec.recsys.family import ColdStartFamily
+from metarec.recsys.learner import RatingLearner
+from metarec.recsys.split import STATES
+
+__all__ = ["ColdStartFamily", "RatingEpisode", "RatingLearner", "STATES"]

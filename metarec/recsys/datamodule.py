@@ -1,0 +1,92 @@
+"""The cold-start data module: a seeded stream of training user tasks, the fixed test tasks."""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from metarec.data.datamodule import MetaBatchSampler, ShardSampler, _as_list, _first
+from metarec.recsys.episode import RatingEpisode
+from metarec.recsys.family import ColdStartFamily, FeatureTable
+from metarec.recsys.split import STATES, UserTask
+
+
+def _episode(family: ColdStartFamily, table: FeatureTable, task: UserTask, support: np.ndarray, query: np.ndarray,
+             index: int) -> RatingEpisode:
+    d = family.data
+    s_items, q_items = torch.from_numpy(d.item[support]), torch.from_numpy(d.item[query])
+    return RatingEpisode(
+        user_x=table.user_cat[task.user], support_x=table.items(s_items),
+        support_y=torch.from_numpy(d.rating[support]), query_x=table.items(q_items),
+        query_y=torch.from_numpy(d.rating[query]), state=task.state, user=d.user_ids[task.user],
+        support_items=s_items, query_items=q_items, index=index, family=family.name,
+    )
+
+
+class TrainTasks(Dataset):
+    """Item ``i``: a training user drawn with seed ``(seed, i)``, ``n_query`` query ratings, the rest support."""
+
+    def __init__(self, family: ColdStartFamily, table: FeatureTable, seed: int) -> None:
+        self.family, self.table, self.seed = family, table, int(seed)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, i: int) -> RatingEpisode:
+        rng = np.random.default_rng([self.seed, i])
+        tasks = self.family.split.train
+        task = tasks[int(rng.integers(len(tasks)))]
+        perm = rng.permutation(task.rows)
+        n_q = self.family.n_query
+        return _episode(self.family, self.table, task, perm[n_q:], perm[:n_q], i)
+
+
+class TestTasks(Dataset):
+    """The fixed test tasks of all four states, in state order."""
+
+    def __init__(self, family: ColdStartFamily, table: FeatureTable) -> None:
+        self.family, self.table = family, table
+        self.tasks = [t for s in STATES for t in family.split.test[s]]
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, i: int) -> RatingEpisode:
+        t = self.tasks[i]
+        assert t.support is not None and t.query is not None
+        return _episode(self.family, self.table, t, t.support, t.query, i)
+
+
+class ColdStartDataModule(L.LightningDataModule):
+    """Seeded stream of training user tasks; the fixed test tasks of the four states.
+
+    No validation set: MeLU has none, and holding out training users would shrink the
+    meta-training set; the test stage uses the final weights.
+    """
+
+    def __init__(self, family: ColdStartFamily, table: FeatureTable, meta_batch_size: int = 32,
+                 max_steps: int = 100, seed: int = 0) -> None:
+        super().__init__()
+        self.family, self.table = family, table
+        self.meta_batch_size, self.max_steps, self.seed = int(meta_batch_size), int(max_steps), int(seed)
+
+    def _world(self) -> tuple[int, int, int]:
+        t = self.trainer
+        if t is None:
+            return 0, 0, 1
+        return int(t.global_step), int(t.global_rank), int(t.world_size)
+
+    def _generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TrainTasks(self.family, self.table, self.seed),
+                          batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self._world),
+                          collate_fn=_as_list, generator=self._generator())
+
+    def test_dataloader(self) -> DataLoader:
+        ds = TestTasks(self.family, self.table)
+        return DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), self._world), collate_fn=_first,
+                          generator=self._generator())
