@@ -27,12 +27,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     from metarec.evaluation.tables import format_acc
 
-    m = result.metrics
-    if result.episodes and "state" in result.episodes[0]:
-        # Per-user rating records (the cold-start family): metrics per state.
-        from metarec.recsys.metrics import state_table
+    from metarec.recsys.run import RatingRunResult
 
-        print(state_table(result.episodes))
+    m = result.metrics
+    if isinstance(result, RatingRunResult):
+        # Per-user rating records (the cold-start family): metrics per state.
+        print(result.state_table())
         print(f"{name}: {len(result.episodes)} test users (task set {result.episode_set}); run dir {result.run_dir}")
         return
     tasks = [e["task"] for e in result.episodes]

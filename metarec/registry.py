@@ -63,3 +63,22 @@ ENCODERS: Registry[Any] = Registry("encoder")
 #: Recommenders of the cold-start rating family (see metarec/recsys/): they see a
 #: RatingEpisode, not a text Episode, so they are kept apart from ALGORITHMS' contract tests.
 RECOMMENDERS: Registry[Any] = Registry("recommender")
+#: Run paths, one per registry of methods, named by that registry's kind: ``RUNNERS.get("algorithm")``
+#: runs a text algorithm (metarec/training.py), ``RUNNERS.get("recommender")`` a recommender
+#: (metarec/recsys/run.py). A runner is ``fn(cfg, run_dir, ckpt_path=None, fit=True) -> RunResult``.
+RUNNERS: Registry[Any] = Registry("run path")
+#: The registries of methods a config's ``algorithm.name`` is looked up in, in this order.
+METHODS: tuple[Registry[Any], ...] = (ALGORITHMS, RECOMMENDERS)
+
+
+def method_kind(name: str) -> str:
+    """The kind of registry that holds method ``name`` (``"algorithm"``, ``"recommender"``): its run path.
+
+    Raises:
+        UnknownNameError: no registry of :data:`METHODS` holds ``name`` (the message lists them all).
+    """
+    for registry in METHODS:
+        if name in registry:
+            return registry.kind
+    known = "; ".join(f"known {r.kind}s: {', '.join(r.list()) or '(none)'}" for r in METHODS)
+    raise UnknownNameError(f"unknown algorithm {name!r}; {known}")

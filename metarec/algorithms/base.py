@@ -2,18 +2,17 @@
 
 An algorithm implements a single method, :meth:`MetaLearner.episode_forward`, which takes an
 :class:`~metarec.episode.Episode` and returns the query loss and query logits. Everything else
-lives here once: meta-batches, logging, optimizers and schedules, torchmetrics accuracy,
-per-episode test records gathered across DDP ranks, and checkpoint hooks.
+lives here or in :class:`~metarec.learner.EpisodeLearner` (shared with the recommenders) once:
+meta-batches, logging, optimizers and schedules, torchmetrics accuracy, per-episode test records
+gathered across DDP ranks, and checkpoint hooks.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Optional, Sequence
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,7 +22,10 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.episode import Episode, Inputs
 from metarec.evaluation.stats import mean_ci95
+from metarec.learner import EpisodeLearner, lr_factor
 from metarec.models.encoder import TextEncoder
+
+__all__ = ["MetaLearner", "concat_inputs", "lr_factor"]  # lr_factor: re-exported for older imports
 
 
 def concat_inputs(a: Inputs, b: Inputs) -> Inputs:
@@ -43,22 +45,7 @@ def concat_inputs(a: Inputs, b: Inputs) -> Inputs:
     return out
 
 
-def lr_factor(warmup_steps: int, max_steps: int, schedule: str) -> Callable[[int], float]:
-    """Learning-rate multiplier per step: linear warm-up, then cosine decay to 0 at ``max_steps`` (or constant)."""
-    warm, total = warmup_steps, max(max_steps, 1)
-
-    def factor(step: int) -> float:
-        if warm and step < warm:
-            return (step + 1) / warm
-        if schedule == "constant":
-            return 1.0
-        progress = min((step - warm) / max(total - warm, 1), 1.0)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
-class MetaLearner(L.LightningModule):
+class MetaLearner(EpisodeLearner):
     """Base class of meta-learners and baselines.
 
     Args:
@@ -70,11 +57,10 @@ class MetaLearner(L.LightningModule):
         warmup_steps: linear warm-up steps of the learning rate.
         lr_schedule: ``"cosine"`` (decay to 0 at ``max_steps``) or ``"constant"``.
         max_steps: training steps (for the schedule); set by the runner from the trainer.
-        optimizer: ``"adamw"`` or ``"sgd"`` (outer loop).
+        optimizer: ``"adamw"``, ``"adam"`` or ``"sgd"`` (outer loop).
     """
 
-    #: False for methods without meta-training (e.g. frozen nearest prototype): `fit` is skipped.
-    trains: ClassVar[bool] = True
+    episode_type = Episode
 
     def __init__(
         self,
@@ -88,27 +74,14 @@ class MetaLearner(L.LightningModule):
         max_steps: int = 1000,
         optimizer: str = "adamw",
     ) -> None:
-        super().__init__()
-        if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
-        self.optimizer_name = optimizer
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+        super().__init__(outer_lr=outer_lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         lr_schedule=lr_schedule, max_steps=max_steps, optimizer=optimizer)
         self.encoder = encoder
         self.n_way = int(n_way)
-        self.outer_lr = float(outer_lr)
         self.encoder_lr = float(encoder_lr if encoder_lr is not None else outer_lr)
-        self.weight_decay = float(weight_decay)
-        self.warmup_steps = int(warmup_steps)
-        self.lr_schedule = lr_schedule
-        self.max_steps = int(max_steps)
         # Frozen pretrained weights are reloaded from the encoder files, not stored per checkpoint.
         self.strict_loading = False
         self.val_acc = CatMetric()
-        self.test_acc = CatMetric()
-        self.test_index = CatMetric()
-        self.test_adapt_s = CatMetric()
-        self.test_records: list[dict[str, Any]] = []
 
     # -- the contract -----------------------------------------------------------------------
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
@@ -135,26 +108,12 @@ class MetaLearner(L.LightningModule):
         # it depending on whether the cache existed. Every run now trains with the top's dropout.
         self.train()
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, Episode):
-            return batch.to(device)
-        if isinstance(batch, list):
-            return [e.to(device) for e in batch]
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def _accuracy(self, logits: Tensor, y: Tensor) -> Tensor:
         return multiclass_accuracy(logits.argmax(-1), y, num_classes=logits.shape[-1], average="micro")
 
-    def training_step(self, batch: list[Episode], batch_idx: int) -> Tensor:
-        losses, accs = [], []
-        for episode in batch:
-            loss, logits = self.episode_forward(episode)
-            losses.append(loss)
-            accs.append(self._accuracy(logits.detach(), episode.query_y))
-        loss = torch.stack(losses).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("train/acc", torch.stack(accs).mean(), prog_bar=True, batch_size=len(batch))
-        return loss
+    def train_episode(self, episode: Episode) -> tuple[Tensor, Tensor]:
+        loss, logits = self.episode_forward(episode)
+        return loss, self._accuracy(logits.detach(), episode.query_y)
 
     def validation_step(self, episode: Episode, batch_idx: int) -> None:
         loss, logits = self.episode_forward(episode)
@@ -166,44 +125,25 @@ class MetaLearner(L.LightningModule):
         self.val_acc.reset()
         self.log("val/acc", accs.float().mean(), prog_bar=True, sync_dist=False, rank_zero_only=False)
 
-    def on_test_epoch_start(self) -> None:
-        self.test_records = []
+    def predict_episode(self, episode: Episode) -> Tensor:
+        """Query logits ``(n_way * n_query, n_way)`` after adapting to the support set."""
+        return self.episode_forward(episode)[1]
 
-    def test_step(self, episode: Episode, batch_idx: int) -> None:
-        t0 = time.perf_counter()
-        _, logits = self.episode_forward(episode)
-        adapt_s = time.perf_counter() - t0
-        acc = self._accuracy(logits, episode.query_y)
-        self.test_acc.update(acc.reshape(1))
-        self.test_index.update(torch.tensor([float(episode.index)], device=acc.device))
-        self.test_adapt_s.update(torch.tensor([adapt_s], device=acc.device))
-        self.test_records.append({
+    def test_record(self, episode: Episode, logits: Tensor, adapt_s: float) -> dict[str, Any]:
+        return {
             "index": episode.index, "task": episode.task, "fingerprint": episode.fingerprint(),
-            "acc": float(acc), "n_query": int(episode.query_y.numel()), "adapt_s": adapt_s,
-            "classes": episode.classes,
+            "acc": float(self._accuracy(logits, episode.query_y)), "n_query": int(episode.query_y.numel()),
+            "adapt_s": adapt_s, "classes": episode.classes,
             "query_idx": episode.query_idx.tolist(), "query_y": episode.query_y.tolist(),
             "pred": logits.argmax(-1).tolist(),
-        })
+        }
 
-    def on_test_epoch_end(self) -> None:
-        # reshape: CatMetric returns a 0-d tensor when there was a single episode.
-        accs = self.test_acc.compute().float().cpu().reshape(-1)
-        index = self.test_index.compute().long().cpu().reshape(-1)
-        adapt = self.test_adapt_s.compute().float().cpu().reshape(-1)
-        for m in (self.test_acc, self.test_index, self.test_adapt_s):
-            m.reset()
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Every rank gets every record, so whichever rank reports sees the whole test set.
-            gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, self.test_records)
-            self.test_records = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
-        if len(set(index.tolist())) != len(index):
-            raise RuntimeError(f"duplicated test episodes across ranks: {sorted(index.tolist())}")
-        mean, ci = mean_ci95(accs.tolist())
-        self.log("test/acc", mean, sync_dist=False, rank_zero_only=False)
-        self.log("test/acc_ci95", 0.0 if math.isnan(ci) else ci, rank_zero_only=False)
-        self.log("test/episodes", float(len(accs)), rank_zero_only=False)
-        self.log("test/adapt_s", float(adapt.mean()), rank_zero_only=False)
+    def summarize_test(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """``test/acc`` ± ``test/acc_ci95`` over episodes, ``test/episodes``, mean ``test/adapt_s``."""
+        mean, ci = mean_ci95([r["acc"] for r in records])
+        return {"test/acc": mean, "test/acc_ci95": 0.0 if math.isnan(ci) else ci,
+                "test/episodes": float(len(records)),
+                "test/adapt_s": float(sum(r["adapt_s"] for r in records) / max(len(records), 1))}
 
     # -- optimization -------------------------------------------------------------------------
     def param_groups(self) -> list[dict[str, Any]]:
@@ -216,17 +156,6 @@ class MetaLearner(L.LightningModule):
         if other:
             groups.append({"params": other, "lr": self.outer_lr, "name": "head"})
         return groups
-
-    def configure_optimizers(self) -> Any:
-        groups = self.param_groups()
-        if not groups:
-            raise RuntimeError(f"{type(self).__name__} has no trainable parameters (frozen encoder and no head?)")
-        if self.optimizer_name == "sgd":
-            opt: torch.optim.Optimizer = torch.optim.SGD(groups, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.warmup_steps, self.max_steps, self.lr_schedule))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- checkpoints --------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

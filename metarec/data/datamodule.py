@@ -13,7 +13,7 @@ method and training seed, so results can be paired. Under DDP rank ``r`` evaluat
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import lightning as L
 import torch
@@ -83,15 +83,60 @@ class ShardSampler(Sampler[int]):
         return iter(range(rank, self.n, size))
 
 
-def _first(batch: list[Episode]) -> Episode:
+def first(batch: list[Any]) -> Any:
+    """Collate of a fixed evaluation set: batches of one episode are the episode itself."""
     return batch[0]
 
 
-def _as_list(batch: list[Episode]) -> list[Episode]:
+def as_list(batch: list[Any]) -> list[Any]:
+    """Collate of the training stream: a meta-batch is a list of episodes."""
     return batch
 
 
-class EpisodicDataModule(L.LightningDataModule):
+class ShardedDataModule(L.LightningDataModule):
+    """A seeded training stream sharded over steps and ranks; fixed evaluation sets sharded over ranks.
+
+    The base of every data module of episodes (text :class:`EpisodicDataModule`, the cold-start
+    family's user tasks): how episodes are indexed, batched, sharded and seeded lives here once.
+
+    Args:
+        meta_batch_size: episodes per optimizer step and rank.
+        max_steps: training steps (the training stream's length).
+        seed: seed of the training stream and of the DataLoaders' generators.
+        num_workers: DataLoader workers (0: episodes are cheap lookups).
+    """
+
+    def __init__(self, meta_batch_size: int, max_steps: int, seed: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.meta_batch_size = int(meta_batch_size)
+        self.max_steps = int(max_steps)
+        self.seed = int(seed)
+        self.num_workers = num_workers
+
+    def world(self) -> tuple[int, int, int]:
+        """``(start_step, rank, world_size)`` of the attached trainer (``(0, 0, 1)`` without one)."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 0, 1
+        return int(trainer.global_step), int(trainer.global_rank), int(trainer.world_size)
+
+    def generator(self) -> torch.Generator:
+        # Creating a DataLoader iterator draws a base seed from its generator; with the default
+        # (global) one, every validation would shift the dropout RNG and break exact resume.
+        return torch.Generator().manual_seed(self.seed)
+
+    def stream_loader(self, dataset: Dataset) -> DataLoader:
+        """This rank's meta-batches of a training stream (item ``i`` = episode ``i``), from the current step."""
+        return DataLoader(dataset, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self.world),
+                          collate_fn=as_list, num_workers=self.num_workers, generator=self.generator())
+
+    def fixed_loader(self, dataset: Dataset) -> DataLoader:
+        """This rank's share of a fixed evaluation set, one episode at a time."""
+        return DataLoader(dataset, batch_size=1, sampler=ShardSampler(len(dataset), self.world), collate_fn=first,
+                          num_workers=self.num_workers, generator=self.generator())
+
+
+class EpisodicDataModule(ShardedDataModule):
     """Episodes of one task family for fit / validate / test.
 
     Args:
@@ -122,17 +167,13 @@ class EpisodicDataModule(L.LightningDataModule):
         test_episodes: int = 600,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(meta_batch_size, max_steps, seed, num_workers)
         self.family = family
         self.features = features
         self.spec = EpisodeSpec(n_way, n_shot, n_query)
-        self.meta_batch_size = int(meta_batch_size)
-        self.max_steps = int(max_steps)
-        self.seed = int(seed)
         self.eval_seed = int(eval_seed)
         self.val_episodes = int(val_episodes)
         self.test_episodes = int(test_episodes)
-        self.num_workers = num_workers
         self._samplers: dict[str, EpisodeSampler] = {}
 
     def sampler(self, split: str) -> EpisodeSampler:
@@ -151,34 +192,16 @@ class EpisodicDataModule(L.LightningDataModule):
     def eval_dataset(self, split: str) -> EpisodeDataset:
         return EpisodeDataset(self.sampler(split), self.features, self.n_eval_episodes(split))
 
-    def _world(self) -> tuple[int, int, int]:
-        trainer = self.trainer
-        if trainer is None:
-            return 0, 0, 1
-        return int(trainer.global_step), int(trainer.global_rank), int(trainer.world_size)
-
     def setup(self, stage: Optional[str] = None) -> None:
         # Build samplers early so bad n_way/n_shot fail before any training.
         for split in ("train", "val") if stage in (None, "fit") else ("test",) if stage == "test" else ("val",):
             self.sampler(split)
 
     def train_dataloader(self) -> DataLoader:
-        ds = EpisodeDataset(self.sampler("train"), self.features, length=2**62)
-        return DataLoader(ds, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self._world),
-                          collate_fn=_as_list, num_workers=self.num_workers, generator=self._generator())
-
-    def _generator(self) -> torch.Generator:
-        # Creating a DataLoader iterator draws a base seed from its generator; with the default
-        # (global) one, every validation would shift the dropout RNG and break exact resume.
-        return torch.Generator().manual_seed(self.seed)
-
-    def _eval_loader(self, split: str) -> DataLoader:
-        ds = self.eval_dataset(split)
-        return DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), self._world), collate_fn=_first,
-                          num_workers=self.num_workers, generator=self._generator())
+        return self.stream_loader(EpisodeDataset(self.sampler("train"), self.features, length=2**62))
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self.fixed_loader(self.eval_dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self.fixed_loader(self.eval_dataset("test"))

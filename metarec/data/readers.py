@@ -22,7 +22,7 @@ log = get_logger(__name__)
 _BOM = b"\xef\xbb\xbf"
 
 
-def _shorten(value: str, limit: int = 60) -> str:
+def shorten(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
@@ -86,7 +86,7 @@ class LineError(DataError):
 
     def skipped(self) -> SkippedLine:
         """This error as a lenient reader's record of a skipped line."""
-        return SkippedLine(self.line, self.reason, _shorten(self.value), self.unit)
+        return SkippedLine(self.line, self.reason, shorten(self.value), self.unit)
 
 
 def decode_lines(path: Path | str, data: Optional[bytes] = None, lenient: bool = False,
@@ -130,7 +130,7 @@ def decode_lines(path: Path | str, data: Optional[bytes] = None, lenient: bool =
             if not lenient:
                 raise err from None
             if report is not None:
-                report.skipped.append(SkippedLine(n, err.reason, _shorten(err.value)))
+                report.skipped.append(SkippedLine(n, err.reason, shorten(err.value)))
         if end < 0:
             break
         start = end + 1
@@ -207,8 +207,8 @@ def read_labeled_lines(
                 problem = ("empty text", line)
         if problem is not None:
             if not lenient:
-                raise LineError(str(path), n, problem[0], _shorten(problem[1], 200))
-            report.skipped.append(SkippedLine(n, problem[0], _shorten(problem[1])))
+                raise LineError(str(path), n, problem[0], shorten(problem[1], 200))
+            report.skipped.append(SkippedLine(n, problem[0], shorten(problem[1])))
             continue
         texts.append(text)
         raw_labels.append(label)

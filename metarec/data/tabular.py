@@ -26,7 +26,7 @@ import numpy as np
 
 from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import SPLITS, TaskFamily, split_ids
-from metarec.data.readers import LineError, ReadReport, _shorten, decode_lines
+from metarec.data.readers import LineError, ReadReport, shorten, decode_lines
 from metarec.log import get_logger
 from metarec.registry import FAMILIES
 
@@ -189,7 +189,7 @@ def _validate(records: Iterable[_Record], path: str, unit: str, columns: Columns
             elif _is_missing(group):
                 problem = ("empty group", str(group))
         if problem is not None:
-            err = LineError(path, rec.where, problem[0], _shorten(problem[1], 200), unit=unit)
+            err = LineError(path, rec.where, problem[0], shorten(problem[1], 200), unit=unit)
             if not lenient:
                 raise err
             report.skipped.append(err.skipped())

@@ -13,10 +13,10 @@ metarec):
 * ``learner`` — :class:`RatingLearner`, the base of recommenders; ``recommenders`` — MeLU and baselines.
 * ``run`` — from a config to a tested recommender; ``report`` — a suite's per-state tables.
 
-Importing this package registers the ``coldstart`` family and the recommenders.
+Importing this package registers the ``coldstart`` family, the recommenders and their run path.
 """
 
-from metarec.recsys import family, recommenders  # noqa: F401  (register the family and the recommenders)
+from metarec.recsys import family, recommenders, run  # noqa: F401  (register the family, recommenders, run path)
 from metarec.recsys.episode import RatingEpisode
 from metarec.recsys.family import ColdStartFamily
 from metarec.recsys.learner import RatingLearner

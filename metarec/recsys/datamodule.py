@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from metarec.data.datamodule import MetaBatchSampler, ShardSampler, _as_list, _first
+from metarec.data.datamodule import ShardedDataModule
 from metarec.recsys.episode import RatingEpisode
 from metarec.recsys.family import ColdStartFamily, FeatureTable
 from metarec.recsys.split import STATES, UserTask
@@ -59,7 +58,7 @@ class TestTasks(Dataset):
         return _episode(self.family, self.table, t, t.support, t.query, i)
 
 
-class ColdStartDataModule(L.LightningDataModule):
+class ColdStartDataModule(ShardedDataModule):
     """Seeded stream of training user tasks; the fixed test tasks of the four states.
 
     No validation set: MeLU has none, and holding out training users would shrink the
@@ -68,25 +67,11 @@ class ColdStartDataModule(L.LightningDataModule):
 
     def __init__(self, family: ColdStartFamily, table: FeatureTable, meta_batch_size: int = 32,
                  max_steps: int = 100, seed: int = 0) -> None:
-        super().__init__()
+        super().__init__(meta_batch_size, max_steps, seed)
         self.family, self.table = family, table
-        self.meta_batch_size, self.max_steps, self.seed = int(meta_batch_size), int(max_steps), int(seed)
-
-    def _world(self) -> tuple[int, int, int]:
-        t = self.trainer
-        if t is None:
-            return 0, 0, 1
-        return int(t.global_step), int(t.global_rank), int(t.world_size)
-
-    def _generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(TrainTasks(self.family, self.table, self.seed),
-                          batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self._world),
-                          collate_fn=_as_list, generator=self._generator())
+        return self.stream_loader(TrainTasks(self.family, self.table, self.seed))
 
     def test_dataloader(self) -> DataLoader:
-        ds = TestTasks(self.family, self.table)
-        return DataLoader(ds, batch_size=1, sampler=ShardSampler(len(ds), self._world), collate_fn=_first,
-                          generator=self._generator())
+        return self.fixed_loader(TestTasks(self.family, self.table))

@@ -7,9 +7,9 @@ model inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from metarec.data.corpus import DataError
 from metarec.log import get_logger
 from metarec.recsys.interactions import load_interactions, recbole_ml100k_dir
-from metarec.recsys.split import make_split, parse_year
+from metarec.recsys.split import SplitSpec, make_split, parse_year
 from metarec.registry import FAMILIES
 
 log = get_logger(__name__)
@@ -62,6 +62,16 @@ class FeatureTable:
                 "n_multi": int(self.item_multi.shape[1]), "text_dim": int(self.item_text.shape[1])}
 
 
+def split_spec(options: Mapping[str, Any]) -> SplitSpec:
+    """A :class:`SplitSpec` from the config's ``family.split`` mapping; an unknown key is an error naming it."""
+    known = {f.name for f in fields(SplitSpec)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"unknown option(s) family.split.{', family.split.'.join(unknown)}; "
+                         f"known: {', '.join(sorted(known))}")
+    return SplitSpec(**options)
+
+
 class ColdStartFamily:
     """Interactions + the four-state split + feature definitions: the ``coldstart`` family.
 
@@ -69,8 +79,9 @@ class ColdStartFamily:
         data_dir: RecBole atomic or MovieLens ml-100k folder; ``None``: the ml-100k copy of the
             installed ``recbole`` package.
         format, dataset, rating_min, rating_max, lenient: see :func:`load_interactions`.
-        cut, new_items, item_year_cut, item_year_field, min_ratings, max_ratings, n_query: see
-            :func:`make_split`; ``split_seed`` seeds the support/query draw of test users.
+        split: how the interactions are split into training tasks and the four test states: a
+            :class:`~metarec.recsys.split.SplitSpec` or its fields as a mapping (the config's
+            ``family.split`` group).
         like_threshold: a rating ``>= like_threshold`` is a like (the click head's label).
         user_fields: categorical user fields (e.g. age, gender, occupation). No user id: an id
             embedding cannot generalise to new users.
@@ -88,14 +99,7 @@ class ColdStartFamily:
         rating_min: float = 1.0,
         rating_max: float = 5.0,
         lenient: bool = False,
-        cut: float | int | str = 0.8,
-        new_items: str = "first_rating",
-        item_year_cut: Optional[int] = None,
-        item_year_field: str = "release_year",
-        min_ratings: int = 13,
-        max_ratings: int = 100,
-        n_query: int = 10,
-        split_seed: int = 0,
+        split: SplitSpec | Mapping[str, Any] | None = None,
         like_threshold: float = 4.0,
         user_fields: Optional[list[str]] = None,
         item_fields: Optional[list[str]] = None,
@@ -105,14 +109,13 @@ class ColdStartFamily:
         name: str = "coldstart",
     ) -> None:
         self.name = name
+        spec = split if isinstance(split, SplitSpec) else split_spec(split or {})
         path = Path(data_dir) if data_dir else recbole_ml100k_dir()
         self.data = load_interactions(path, fmt=format, dataset=dataset, rating_min=rating_min,
                                       rating_max=rating_max, lenient=lenient)
         self.like_threshold = float(like_threshold)
-        self.split = make_split(self.data, cut=cut, new_items=new_items, item_year_cut=item_year_cut,
-                                item_year_field=item_year_field, min_ratings=min_ratings, max_ratings=max_ratings,
-                                n_query=n_query, seed=split_seed)
-        self.n_query = int(n_query)
+        self.split = make_split(self.data, spec)
+        self.n_query = spec.n_query
         self.user_fields = list(user_fields or [])
         self.item_fields = list(item_fields or [])
         self.item_multi_fields = list(item_multi_fields or [])

@@ -29,7 +29,7 @@ from typing import Optional
 import numpy as np
 
 from metarec.data.corpus import DataError
-from metarec.data.readers import LineError, ReadReport, SkippedLine, _shorten, decode_lines
+from metarec.data.readers import LineError, ReadReport, SkippedLine, shorten, decode_lines
 from metarec.log import get_logger
 
 log = get_logger(__name__)
@@ -327,8 +327,8 @@ def load_interactions(
                 problem = (f"duplicate ({user_field}, {item_field}) pair, first on line {seen[key]}", f"{u}\t{i}")
         if problem is not None:
             if not lenient:
-                raise LineError(inter.path, n, problem[0], _shorten(problem[1], 200))
-            rep.skipped.append(SkippedLine(n, problem[0], _shorten(problem[1])))
+                raise LineError(inter.path, n, problem[0], shorten(problem[1], 200))
+            rep.skipped.append(SkippedLine(n, problem[0], shorten(problem[1])))
             continue
         a = uidx.setdefault(u, len(uidx))
         b = iidx.setdefault(i, len(iidx))

@@ -1,29 +1,28 @@
 """RatingLearner: the base class of recommenders of the cold-start family.
 
-It holds what every recommender shares once: the loss (MSE of the rating head + ``like_weight`` ×
-BCE of the like head on ``rating >= like_threshold``), optimizers and schedule, ``train/*`` logs,
-and per-user test records with MAE, RMSE, nDCG@1/3 and AUC (:func:`state_metrics`).
+It adds to :class:`~metarec.learner.EpisodeLearner` (training step, timed test records, DDP
+gather, optimizer — shared with the text algorithms) what every recommender shares: the loss (MSE
+of the rating head + ``like_weight`` × BCE of the like head on ``rating >= like_threshold``), the
+``train/mae`` log, and per-user test records with MAE, RMSE, nDCG@1/3 and AUC
+(:func:`state_metrics`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
-import lightning as L
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metarec.algorithms.base import lr_factor
 from metarec.evaluation.stats import mean_ci95
+from metarec.learner import EpisodeLearner
 from metarec.recsys.episode import RatingEpisode
 from metarec.recsys.metrics import RATING_METRICS, user_metrics
 from metarec.recsys.split import STATES
 
 
-class RatingLearner(L.LightningModule):
+class RatingLearner(EpisodeLearner):
     """Base class of recommenders: ``task_forward(episode) -> (loss, rating, like_logit)``.
 
     Args:
@@ -31,24 +30,22 @@ class RatingLearner(L.LightningModule):
         train_stats: training-set statistics (:meth:`ColdStartFamily.train_stats`).
         like_threshold: ratings at or above it are likes.
         like_weight: weight of the like head's BCE in the loss.
-        outer_lr, weight_decay, warmup_steps, lr_schedule, max_steps: the (Adam) optimizer.
+        outer_lr, weight_decay, warmup_steps, lr_schedule, max_steps, optimizer: the optimizer
+            (Adam by default) and its schedule, see :class:`~metarec.learner.EpisodeLearner`.
     """
 
-    trains: ClassVar[bool] = True
+    episode_type = RatingEpisode
+    train_metric = "mae"
 
     def __init__(self, schema: dict[str, Any], train_stats: dict[str, Any], like_threshold: float = 4.0,
                  like_weight: float = 1.0, outer_lr: float = 1e-3, weight_decay: float = 0.0, warmup_steps: int = 0,
-                 lr_schedule: str = "cosine", max_steps: int = 1000) -> None:
-        super().__init__()
-        if lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be 'cosine' or 'constant', got {lr_schedule!r}")
+                 lr_schedule: str = "cosine", max_steps: int = 1000, optimizer: str = "adam") -> None:
+        super().__init__(outer_lr=outer_lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
+                         lr_schedule=lr_schedule, max_steps=max_steps, optimizer=optimizer)
         self.schema = schema
         self.global_mean = float(train_stats["global_mean"])
         self.like_threshold = float(like_threshold)
         self.like_weight = float(like_weight)
-        self.outer_lr, self.weight_decay = float(outer_lr), float(weight_decay)
-        self.warmup_steps, self.lr_schedule, self.max_steps = int(warmup_steps), lr_schedule, int(max_steps)
-        self.test_records: list[dict[str, Any]] = []
 
     # -- the contract -------------------------------------------------------------------------
     def task_forward(self, episode: RatingEpisode) -> tuple[Tensor, Tensor, Tensor]:
@@ -64,57 +61,29 @@ class RatingLearner(L.LightningModule):
         like = (y >= self.like_threshold).float()
         return F.mse_loss(rating, y) + self.like_weight * F.binary_cross_entropy_with_logits(like_logit, like)
 
-    # -- Lightning hooks ------------------------------------------------------------------------
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, RatingEpisode):
-            return batch.to(device)
-        if isinstance(batch, list):
-            return [e.to(device) for e in batch]
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+    # -- EpisodeLearner ---------------------------------------------------------------------------
+    def train_episode(self, ep: RatingEpisode) -> tuple[Tensor, Tensor]:
+        loss, rating, _ = self.task_forward(ep)
+        return loss, (rating.detach() - ep.query_y).abs().mean()
 
-    def training_step(self, batch: list[RatingEpisode], batch_idx: int) -> Tensor:
-        losses, maes = [], []
-        for ep in batch:
-            loss, rating, _ = self.task_forward(ep)
-            losses.append(loss)
-            maes.append((rating.detach() - ep.query_y).abs().mean())
-        loss = torch.stack(losses).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        self.log("train/mae", torch.stack(maes).mean(), prog_bar=True, batch_size=len(batch))
-        return loss
-
-    def on_test_epoch_start(self) -> None:
-        self.test_records = []
-
-    def test_step(self, ep: RatingEpisode, batch_idx: int) -> None:
-        t0 = time.perf_counter()
+    def predict_episode(self, ep: RatingEpisode) -> tuple[Tensor, Tensor]:
+        """Predicted ratings and like logits of the query, each ``(n_q,)``."""
         _, rating, like_logit = self.task_forward(ep)
-        adapt_s = time.perf_counter() - t0
+        return rating, like_logit
+
+    def test_record(self, ep: RatingEpisode, prediction: tuple[Tensor, Tensor], adapt_s: float) -> dict[str, Any]:
+        rating, like_logit = prediction
         m = user_metrics(rating, like_logit, ep.query_y, self.like_threshold)
-        self.test_records.append({
+        return {
             "index": ep.index, "task": f"{ep.state}:{ep.user}", "state": ep.state, "user": ep.user,
             "fingerprint": ep.fingerprint(), "acc": m["like_acc"], **{k: m[k] for k in RATING_METRICS},
             "n_support": int(ep.support_y.numel()), "n_query": m["n_query"], "adapt_s": adapt_s,
             "query_items": ep.query_items.tolist(), "query_y": ep.query_y.tolist(),
             "pred": [round(float(v), 4) for v in rating], "like_logit": [round(float(v), 4) for v in like_logit],
-        })
+        }
 
-    def on_test_epoch_end(self) -> None:
-        if self.trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(gathered, self.test_records)
-            self.test_records = sorted((r for part in gathered for r in part), key=lambda r: r["index"])
-        for key, value in state_metrics(self.test_records).items():
-            self.log(key, value, rank_zero_only=False)
-
-    # -- optimization -----------------------------------------------------------------------------
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise RuntimeError(f"{type(self).__name__} has no trainable parameters")
-        opt = torch.optim.Adam(params, lr=self.outer_lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.warmup_steps, self.max_steps, self.lr_schedule))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    def summarize_test(self, records: Sequence[dict[str, Any]]) -> dict[str, float]:
+        return state_metrics(records)
 
 
 def state_metrics(records: Sequence[dict[str, Any]]) -> dict[str, float]:

@@ -3,36 +3,48 @@
 ``run_rating_experiment(cfg)``: family (interactions + four-state split) → frozen text encoder →
 item text embeddings (cached by the :class:`FeatureStore`) → feature table → data module →
 recommender → Lightning Trainer (fit, then test the final weights on every test user) →
-:class:`~metarec.training.RunResult` whose episodes are per-user records (state, MAE, RMSE,
-nDCG@1/3, AUC) and whose ``info`` carries the filter report. :func:`metarec.training.run_experiment`
-dispatches here when ``cfg.algorithm.name`` is a recommender.
+:class:`RatingRunResult` whose episodes are per-user records (state, MAE, RMSE, nDCG@1/3, AUC) and
+whose ``info`` carries the filter report. It is registered in :data:`~metarec.registry.RUNNERS`
+for the ``recommender`` kind: :func:`metarec.training.run_experiment` picks it for a recommender.
 """
 
 from __future__ import annotations
 
 import json
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-import metarec.recsys.recommenders  # noqa: F401  (registers recommenders)
-from metarec.recsys.datamodule import ColdStartDataModule
-from metarec.recsys.family import ColdStartFamily
 from metarec.episode import episode_set_fingerprint
+from metarec.files import atomic_write_text
 from metarec.log import get_logger
 from metarec.models.features import FeatureStore
-from metarec.registry import RECOMMENDERS
+from metarec.recsys.datamodule import ColdStartDataModule
+from metarec.recsys.family import ColdStartFamily
+from metarec.recsys.metrics import state_table
+from metarec.registry import RECOMMENDERS, RUNNERS
+from metarec.runtime import RunResult, build_encoder, build_family, build_trainer, config_kwargs, fit_model, test_model
 
 log = get_logger(__name__)
 
 
-def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True) -> Any:
-    from metarec.training import RunResult, _kwargs, build_encoder, build_family, build_trainer
+@dataclass
+class RatingRunResult(RunResult):
+    """A :class:`RunResult` whose episodes are per-user rating records (they carry ``state``)."""
 
+    def state_table(self) -> str:
+        """The per-state metrics table of the test users (mean ± 95% CI over users)."""
+        return state_table(self.episodes)
+
+
+@RUNNERS.register(RECOMMENDERS.kind)
+def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None,
+                          fit: bool = True) -> RatingRunResult:
+    """Fits (when the recommender trains and ``fit``) and tests one cold-start experiment."""
     if cfg.get("threads"):
         # The MeLU network is tiny: extra intra-op threads only add synchronisation (on a shared
         # 2-core CPU, 2 threads made a meta-step 5x slower than 1).
@@ -54,35 +66,18 @@ def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[st
                              max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed))
     model = RECOMMENDERS.create(cfg.algorithm.name, schema=table.schema(), train_stats=family.train_stats(),
                                 like_threshold=family.like_threshold, max_steps=int(cfg.trainer.max_steps),
-                                **_kwargs(cfg.algorithm))
-    atomic_json(run_dir / "filter_report.json", family.filter_report)
+                                **config_kwargs(cfg.algorithm))
+    atomic_write_text(run_dir / "filter_report.json", json.dumps(family.filter_report, indent=2, default=str))
 
     # No validation set (see ColdStartDataModule): keep last.ckpt, test the final weights.
     ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
     trainer = build_trainer(cfg, run_dir, callbacks=[ckpt], checkpoint=False, limit_val_batches=0,
                             enable_checkpointing=True)
-    fit_s = 0.0
-    do_fit = fit and model.trains and cfg.trainer.max_steps > 0 and ckpt_path is None
-    last: Optional[str] = None
-    if do_fit:
-        t0 = time.perf_counter()
-        trainer.fit(model, datamodule=dm, ckpt_path=cfg.get("resume_from"))
-        fit_s = time.perf_counter() - t0
-        last = ckpt.last_model_path or None
-    t0 = time.perf_counter()
-    trainer.test(model, datamodule=dm, ckpt_path=ckpt_path, verbose=False)
-    test_s = time.perf_counter() - t0
-    records = sorted(model.test_records, key=lambda r: r["index"])
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-    return RunResult(
+    trained, fit_s = fit_model(cfg, trainer, model, dm, ckpt_path=ckpt_path, fit=fit)
+    last = (ckpt.last_model_path or None) if trained else None
+    metrics, records, test_s = test_model(trainer, model, dm, ckpt_path)
+    return RatingRunResult(
         metrics=metrics, episodes=records, episode_set=episode_set_fingerprint([r["fingerprint"] for r in records]),
         run_dir=str(run_dir), best_checkpoint=ckpt_path or last, fit_seconds=fit_s, test_seconds=test_s,
-        trained=do_fit, info={"filter_report": family.filter_report},
+        trained=trained, info={"filter_report": family.filter_report},
     )
-
-
-def atomic_json(path: Path, obj: Any) -> None:
-    from metarec.bench.store import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=2, default=str))
-

@@ -115,30 +115,56 @@ class ColdStartSplit:
         return np.concatenate([t.rows for t in self.train]) if self.train else np.empty(0, dtype=np.int64)
 
 
-def make_split(
-    data: Interactions,
-    cut: float | int | str = 0.8,
-    new_items: str = "first_rating",
-    item_year_cut: Optional[int] = None,
-    item_year_field: str = "release_year",
-    min_ratings: int = 13,
-    max_ratings: int = 100,
-    n_query: int = 10,
-    seed: int = 0,
-) -> ColdStartSplit:
-    """Splits interactions into training tasks and the four test states.
+@dataclass(frozen=True)
+class SplitSpec:
+    """How :func:`make_split` splits interactions (validated on construction).
+
+    Attributes:
+        cut: the cut time: a quantile in (0, 1) of the rating times, a Unix time or an ISO date.
+        new_items: ``"first_rating"`` (an item is new when first rated at or after the cut) or
+            ``"release_year"`` (new when released in ``item_year_cut`` or later).
+        item_year_cut: the first "new" release year (needed by ``new_items="release_year"``).
+        item_year_field: the item field holding the release year.
+        min_ratings, max_ratings: a user is a task in a state with this many ratings there (MeLU: 13–100).
+        n_query: query ratings per task; the support is all the user's other ratings in the state.
+        seed: seed of the support/query draw of test users (the same for every method and training seed).
 
     Raises:
         ValueError: inconsistent sizes (``min_ratings < n_query + 1`` leaves no support) or options.
-        DataError: the split leaves no training task.
     """
-    if n_query < 1:
-        raise ValueError(f"n_query must be >= 1, got {n_query}")
-    if min_ratings < n_query + 1:
-        raise ValueError(f"min_ratings={min_ratings} leaves no support item with n_query={n_query}: "
-                         f"need min_ratings >= n_query + 1")
-    if max_ratings < min_ratings:
-        raise ValueError(f"max_ratings={max_ratings} < min_ratings={min_ratings}")
+
+    cut: float | int | str = 0.8
+    new_items: str = "first_rating"
+    item_year_cut: Optional[int] = None
+    item_year_field: str = "release_year"
+    min_ratings: int = 13
+    max_ratings: int = 100
+    n_query: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_query < 1:
+            raise ValueError(f"n_query must be >= 1, got {self.n_query}")
+        if self.min_ratings < self.n_query + 1:
+            raise ValueError(f"min_ratings={self.min_ratings} leaves no support item with n_query={self.n_query}: "
+                             f"need min_ratings >= n_query + 1")
+        if self.max_ratings < self.min_ratings:
+            raise ValueError(f"max_ratings={self.max_ratings} < min_ratings={self.min_ratings}")
+        if self.new_items not in ("first_rating", "release_year"):
+            raise ValueError(f"new_items must be 'first_rating' or 'release_year', got {self.new_items!r}")
+        if self.new_items == "release_year" and self.item_year_cut is None:
+            raise ValueError("new_items='release_year' needs item_year_cut (e.g. 1997)")
+
+
+def make_split(data: Interactions, spec: SplitSpec = SplitSpec()) -> ColdStartSplit:
+    """Splits interactions into training tasks and the four test states.
+
+    Raises:
+        ValueError: the cut is not a quantile, a Unix time or an ISO date.
+        DataError: the split leaves no training task, or the data lack the release-year field.
+    """
+    cut, new_items, item_year_cut, item_year_field = spec.cut, spec.new_items, spec.item_year_cut, spec.item_year_field
+    min_ratings, max_ratings, n_query, seed = spec.min_ratings, spec.max_ratings, spec.n_query, spec.seed
     t_cut = parse_cut(cut, data.timestamp)
     first_u = np.full(data.n_users, np.inf)
     np.minimum.at(first_u, data.user, data.timestamp)
@@ -148,9 +174,8 @@ def make_split(
         first_i = np.full(data.n_items, np.inf)
         np.minimum.at(first_i, data.item, data.timestamp)
         existing_item = first_i < t_cut
-    elif new_items == "release_year":
-        if item_year_cut is None:
-            raise ValueError("new_items='release_year' needs item_year_cut (e.g. 1997)")
+    else:  # "release_year" (SplitSpec checked the options)
+        assert item_year_cut is not None
         if item_year_field not in data.item_features:
             raise DataError(f"{data.source}: no item field {item_year_field!r} for new_items='release_year' "
                             f"(item fields: {sorted(data.item_features)})")
@@ -159,8 +184,6 @@ def make_split(
         # An item without a year cannot be placed by date: it counts as existing (reported).
         existing_item = unknown | (years < item_year_cut)
         items_report["items_without_year_counted_existing"] = int(unknown.sum())
-    else:
-        raise ValueError(f"new_items must be 'first_rating' or 'release_year', got {new_items!r}")
 
     eu = existing_user[data.user]
     ei = existing_item[data.item]

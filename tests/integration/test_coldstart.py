@@ -15,7 +15,7 @@ from metarec.registry import RECOMMENDERS
 from metarec.training import run_experiment
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "coldstart"
-TINY = ["family.cut=1000", "family.min_ratings=3", "family.n_query=2", "encoder.name=tiny_bert",
+TINY = ["family.split.cut=1000", "family.split.min_ratings=3", "family.split.n_query=2", "encoder.name=tiny_bert",
         "trainer.enable_progress_bar=false", "episodes.meta_batch_size=2"]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from metarec.recsys.datamodule import TrainTasks
 from metarec.recsys.family import ColdStartFamily
-from metarec.recsys.split import STATES, make_split
+from metarec.recsys.split import STATES, SplitSpec, make_split
 from metarec.data.corpus import DataError
 from metarec.recsys.interactions import load_interactions
 from metarec.data.readers import LineError
@@ -101,7 +101,7 @@ def test_missing_header_field_and_missing_folder(tmp_path):
 
 # -- the four-state split ------------------------------------------------------------------------
 def test_states_follow_the_cut_and_release_year():
-    split = make_split(load_interactions(RECBOLE), **TINY)
+    split = make_split(load_interactions(RECBOLE), SplitSpec(**TINY))
     assert sorted(t.user for t in split.train) == [0, 1, 2, 3]
     assert {s: len(v) for s, v in split.test.items()} == {
         "existing/existing": 4, "existing/new": 4, "new/existing": 4, "new/new": 4}
@@ -134,8 +134,8 @@ def _assert_no_leakage(data, split) -> None:
 
 def test_no_query_leaks_into_support_or_training():
     data = load_interactions(RECBOLE)
-    _assert_no_leakage(data, make_split(data, **TINY))
-    _assert_no_leakage(data, make_split(data, **{**TINY, "new_items": "first_rating", "min_ratings": 3}))
+    _assert_no_leakage(data, make_split(data, SplitSpec(**TINY)))
+    _assert_no_leakage(data, make_split(data, SplitSpec(**{**TINY, "new_items": "first_rating", "min_ratings": 3})))
 
 
 def test_no_leakage_on_embedded_ml100k():
@@ -147,7 +147,7 @@ def test_no_leakage_on_embedded_ml100k():
         pytest.skip(str(e))
     data = load_interactions(d)
     assert (len(data), data.n_users, data.n_items) == (100000, 943, 1682)
-    split = make_split(data, cut=0.8, new_items="release_year", item_year_cut=1997)
+    split = make_split(data, SplitSpec(cut=0.8, new_items="release_year", item_year_cut=1997))
     _assert_no_leakage(data, split)
     assert all(13 <= len(t.rows) <= 100 for ts in split.test.values() for t in ts)
     assert split.filter_report["train"]["users_too_many"] > 0  # heavy raters: counted, not silently dropped
@@ -155,7 +155,7 @@ def test_no_leakage_on_embedded_ml100k():
 
 def test_training_episodes_draw_only_training_rows():
     fam = ColdStartFamily(data_dir=str(RECBOLE), user_fields=["age", "gender"], item_fields=["release_year"],
-                          item_multi_fields=["class"], item_text_fields=["movie_title"], **TINY)
+                          item_multi_fields=["class"], item_text_fields=["movie_title"], split=TINY)
     import torch
 
     table = fam.feature_table(torch.zeros(fam.data.n_items, 4))
@@ -173,27 +173,35 @@ def test_training_episodes_draw_only_training_rows():
 
 def test_too_few_and_too_many_ratings_are_counted_not_silent():
     data = load_interactions(RECBOLE)
-    split = make_split(data, **{**TINY, "min_ratings": 4})  # states with 3 ratings per user drop everyone
+    split = make_split(data, SplitSpec(**{**TINY, "min_ratings": 4}))  # states with 3 ratings per user drop everyone
     rep = split.filter_report
     assert rep["existing/new"] == {"users_kept": 0, "users_too_few": 4, "users_too_many": 0, "ratings": 12,
                                    "ratings_in_kept_tasks": 0}
     assert rep["new/existing"]["users_kept"] == 4
     with pytest.raises(DataError, match="no training user with 3-3 ratings"):  # all 4 have 4 training ratings
-        make_split(data, **{**TINY, "max_ratings": 3})
+        make_split(data, SplitSpec(**{**TINY, "max_ratings": 3}))
 
 
 def test_inconsistent_sizes_and_empty_training_are_errors():
     data = load_interactions(RECBOLE)
     with pytest.raises(ValueError, match="leaves no support item"):
-        make_split(data, **{**TINY, "min_ratings": 2})
+        make_split(data, SplitSpec(**{**TINY, "min_ratings": 2}))
     with pytest.raises(DataError, match="no training user"):
-        make_split(data, **{**TINY, "min_ratings": 5})
+        make_split(data, SplitSpec(**{**TINY, "min_ratings": 5}))
     with pytest.raises(ValueError, match="item_year_cut"):
-        make_split(data, **{**TINY, "item_year_cut": None})
+        make_split(data, SplitSpec(**{**TINY, "item_year_cut": None}))
     with pytest.raises(ValueError, match="cut must be"):
-        make_split(data, **{**TINY, "cut": "yesterday"})
+        make_split(data, SplitSpec(**{**TINY, "cut": "yesterday"}))
 
 
 def test_unknown_feature_field_is_an_error():
     with pytest.raises(DataError, match=r"user field\(s\) \['income'\]"):
-        ColdStartFamily(data_dir=str(RECBOLE), user_fields=["income"], **TINY)
+        ColdStartFamily(data_dir=str(RECBOLE), user_fields=["income"], split=TINY)
+
+
+def test_split_options_are_checked_before_reading_and_named():
+    with pytest.raises(ValueError, match=r"unknown option\(s\) family.split.min_rating; known: cut, "):
+        ColdStartFamily(data_dir=str(RECBOLE / "nope"), split={**TINY, "min_rating": 3})
+    with pytest.raises(ValueError, match="new_items must be"):
+        ColdStartFamily(data_dir=str(RECBOLE / "nope"), split={**TINY, "new_items": "release_date"})
+    assert ColdStartFamily(data_dir=str(RECBOLE), split=SplitSpec(**TINY)).n_query == 2

@@ -1,0 +1,160 @@
+"""What every run path shares: config → family, encoder, Lightning Trainer; fit-then-test; RunResult.
+
+A run path (:data:`metarec.registry.RUNNERS`) turns a composed config into a :class:`RunResult`:
+the text-classification one in :mod:`metarec.training`, the cold-start rating one in
+:mod:`metarec.recsys.run`. Both build on the functions here, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from omegaconf import DictConfig, OmegaConf
+
+from metarec.data.family import TaskFamily
+from metarec.episode import episode_set_fingerprint
+from metarec.models.encoder import TextEncoder
+from metarec.registry import ENCODERS, FAMILIES
+
+
+def config_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
+    """A config node as constructor keyword arguments, without the keys in ``drop`` (its registry name)."""
+    d = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(d, dict)
+    return {k: v for k, v in d.items() if k not in drop}
+
+
+def build_family(cfg: DictConfig) -> TaskFamily:
+    return FAMILIES.create(cfg.family.name, **config_kwargs(cfg.family))
+
+
+def build_encoder(cfg: DictConfig) -> TextEncoder:
+    return ENCODERS.create(cfg.encoder.name, **config_kwargs(cfg.encoder))
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    lc = cfg.logger
+    if lc.get("wandb", False):
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_MODE", str(lc.get("wandb_mode", "offline")))
+        loggers.append(WandbLogger(project=lc.get("wandb_project", "metarec"), save_dir=str(run_dir),
+                                   group=lc.get("group"), name=lc.get("run_name") or cfg.name,
+                                   tags=list(cfg.get("tags", [])), offline=lc.get("wandb_mode", "offline") == "offline"))
+    return loggers
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint on ``val/acc`` whose ``last.ckpt`` is refreshed at every validation.
+
+    Lightning 2.6 rewrites ``last.ckpt`` only when a new best checkpoint is saved, so after the
+    best validation the "last" checkpoint silently stops moving and resuming from it loses every
+    step since. Here it always holds the latest validated step (and the final step at the end).
+    """
+
+    def _refresh_last(self, trainer: L.Trainer) -> None:
+        if self._should_skip_saving_checkpoint(trainer) or self._last_global_step_saved == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._refresh_last(trainer)
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
+                  **overrides: Any) -> L.Trainer:
+    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``.
+
+    ``trainer.keep_checkpoints`` (default 1) is how many validated checkpoints stay on disk besides
+    ``last.ckpt``: 1 keeps the best as ``best-<step>.ckpt``; ``-1`` keeps every validation's as
+    ``val-<step>.ckpt`` (learning curves on the test tasks, snapshot ensembles), the best still
+    being the one tested.
+    """
+    t = cfg.trainer
+    cbs = list(callbacks)
+    if checkpoint:
+        keep = int(t.get("keep_checkpoints", 1))
+        if keep == 0 or keep < -1:
+            raise ValueError(f"trainer.keep_checkpoints must be -1 (all) or >= 1, got {keep}")
+        cbs.append(BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
+                                         save_last=True, save_top_k=keep, auto_insert_metric_name=False,
+                                         filename="best-{step}" if keep == 1 else "val-{step}"))
+    kw: dict[str, Any] = dict(
+        default_root_dir=str(run_dir),
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),
+        precision=t.precision, max_steps=t.max_steps, max_epochs=-1 if t.max_steps > 0 else 1,
+        val_check_interval=min(t.val_check_interval, max(t.max_steps, 1)), check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.get("gradient_clip_val"),
+        enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
+        # Episodes are sharded per rank by EpisodicDataModule; Lightning's sampler would reshuffle.
+        use_distributed_sampler=False,
+        # MAML adapts at validation/test time: gradients must be available there.
+        inference_mode=False,
+        callbacks=cbs, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs), logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
+        fast_dev_run=t.get("fast_dev_run", False),
+    )
+    kw.update(overrides)
+    return L.Trainer(**kw)
+
+
+@dataclass
+class RunResult:
+    """What one experiment produced (all from this run)."""
+
+    metrics: dict[str, float]
+    episodes: list[dict[str, Any]]
+    episode_set: str
+    run_dir: str
+    best_checkpoint: Optional[str]
+    fit_seconds: float
+    test_seconds: float
+    label_map: dict[str, str] = field(default_factory=dict)
+    trained: bool = True
+    info: dict[str, Any] = field(default_factory=dict)  # family-specific extras (e.g. a filter report)
+
+
+def fit_model(cfg: DictConfig, trainer: L.Trainer, model: Any, datamodule: L.LightningDataModule,
+              ckpt_path: Optional[str] = None, fit: bool = True) -> tuple[bool, float]:
+    """Fits ``model`` unless told not to, it does not train, ``max_steps`` is 0 or a checkpoint is tested.
+
+    ``resume_from`` in the config resumes the fit from that checkpoint.
+
+    Returns:
+        ``(trained, fit_seconds)``.
+    """
+    if not (fit and model.trains and cfg.trainer.max_steps > 0 and ckpt_path is None):
+        return False, 0.0
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume_from"))
+    return True, time.perf_counter() - t0
+
+
+def test_model(trainer: L.Trainer, model: Any, datamodule: L.LightningDataModule,
+               ckpt_path: Optional[str]) -> tuple[dict[str, float], list[dict[str, Any]], float]:
+    """Tests ``model`` (the weights of ``ckpt_path``, else the ones in memory) on the fixed test episodes.
+
+    Returns:
+        ``(metrics, records, test_seconds)``: every ``test/*`` value logged, with the model's own
+        :attr:`~metarec.learner.EpisodeLearner.test_metrics` (exact floats, computed once from the
+        records of all ranks) in place of their logged copies; the per-episode records by index.
+    """
+    t0 = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    test_s = time.perf_counter() - t0
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics.update(model.test_metrics)
+    return metrics, sorted(model.test_records, key=lambda r: r["index"]), test_s
+
