@@ -19,7 +19,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
 from metarec.data.family import TaskFamily
-from metarec.episode import episode_set_fingerprint
 from metarec.models.encoder import TextEncoder
 from metarec.registry import ENCODERS, FAMILIES
 
