@@ -22,6 +22,9 @@ from torchmetrics.functional import mean_absolute_error, mean_squared_error
 from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 
+from metarec.evaluation.stats import mean_ci95
+from metarec.evaluation.tables import markdown_table
+
 NDCG_KS = (1, 3)
 
 
@@ -55,11 +58,6 @@ RATING_METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "auc")
 
 def state_table(records: list[dict]) -> str:
     """Markdown table of one run's per-user records: per state, each metric's mean ± 95% CI over users."""
-    import math
-
-    from metarec.evaluation.stats import mean_ci95
-    from metarec.evaluation.tables import markdown_table
-
     rows = []
     for state in dict.fromkeys(r["state"] for r in records):
         rs = [r for r in records if r["state"] == state]

@@ -39,6 +39,17 @@ def test_every_recommender_fits_and_tests_per_user(name, tmp_path):
     assert res.info["filter_report"]["read"]["interactions"] == 68
 
 
+def test_cli_prints_a_rating_run_per_state(tmp_path, capsys):
+    from metarec.cli import main
+
+    code = main(["fit", "experiment=coldstart-ml100k/popularity", f"family.data_dir={FIX / 'recbole'}", *TINY,
+                 f"run_dir={tmp_path}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "| state " in out and "| new/new " in out and "16 test users" in out
+    assert "test accuracy" not in out  # not printed as a classification run
+
+
 def test_maml_local_update_changes_predictions_and_global_does_not(tmp_path):
     base = ["experiment=coldstart-ml100k/base", f"family.data_dir={FIX / 'recbole'}", "trainer.max_steps=2", *TINY]
     glob = run_experiment(compose([*base, "algorithm=melu_global", f"run_dir={tmp_path / 'g'}"]))

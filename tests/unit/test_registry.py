@@ -2,7 +2,7 @@ import pytest
 
 import metarec.algorithms  # noqa: F401
 import metarec.data  # noqa: F401
-from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, Registry, UnknownNameError
+from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, RECOMMENDERS, RUNNERS, Registry, UnknownNameError, method_kind
 
 
 def test_unknown_name_lists_known_ones():
@@ -31,3 +31,16 @@ def test_every_algorithm_has_a_config():
 
     for name in ALGORITHMS.list():
         assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"metarec/configs/algorithm/{name}.yaml missing"
+
+
+def test_every_method_kind_has_its_run_path():
+    import metarec.training  # noqa: F401  (registers the run paths: text algorithms, and recommenders via metarec.recsys)
+    from metarec.recsys.run import run_rating_experiment
+
+    assert method_kind("protonet") == "algorithm" and method_kind("melu_maml") == "recommender"
+    assert RUNNERS.get("algorithm") is metarec.training.run_episodic
+    assert RUNNERS.get("recommender") is run_rating_experiment
+    for name in ALGORITHMS.list() + RECOMMENDERS.list():
+        assert method_kind(name) in RUNNERS, name
+    with pytest.raises(UnknownNameError, match=r"unknown algorithm 'melu'; known algorithms: .*; known recommenders: .*melu_maml"):
+        method_kind("melu")
