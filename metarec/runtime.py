@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from omegaconf import DictConfig, OmegaConf
 
+from metarec.callbacks import LastCheckpoint
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
 from metarec.registry import ENCODERS, FAMILIES
@@ -51,31 +52,9 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
-class BestAndLastCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint on ``val/acc`` whose ``last.ckpt`` is refreshed at every validation.
-
-    Lightning 2.6 rewrites ``last.ckpt`` only when a new best checkpoint is saved, so after the
-    best validation the "last" checkpoint silently stops moving and resuming from it loses every
-    step since. Here it always holds the latest validated step (and the final step at the end).
-    """
-
-    def _refresh_last(self, trainer: L.Trainer) -> None:
-        if self._should_skip_saving_checkpoint(trainer) or self._last_global_step_saved == trainer.global_step:
-            return
-        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_validation_end(trainer, pl_module)
-        self._refresh_last(trainer)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_end(trainer, pl_module)
-        self._refresh_last(trainer)
-
-
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
-    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc``.
+    """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc`` and ``last.ckpt``.
 
     ``trainer.keep_checkpoints`` (default 1) is how many validated checkpoints stay on disk besides
     ``last.ckpt``: 1 keeps the best as ``best-<step>.ckpt``; ``-1`` keeps every validation's as
@@ -88,9 +67,11 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         keep = int(t.get("keep_checkpoints", 1))
         if keep == 0 or keep < -1:
             raise ValueError(f"trainer.keep_checkpoints must be -1 (all) or >= 1, got {keep}")
-        cbs.append(BestAndLastCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
-                                         save_last=True, save_top_k=keep, auto_insert_metric_name=False,
-                                         filename="best-{step}" if keep == 1 else "val-{step}"))
+        # last.ckpt is LastCheckpoint's, not save_last's: see metarec.callbacks for why.
+        cbs.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
+                                   save_top_k=keep, auto_insert_metric_name=False,
+                                   filename="best-{step}" if keep == 1 else "val-{step}"))
+        cbs.append(LastCheckpoint(run_dir / "checkpoints"))
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),
@@ -102,7 +83,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         use_distributed_sampler=False,
         # MAML adapts at validation/test time: gradients must be available there.
         inference_mode=False,
-        callbacks=cbs, enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in cbs), logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
+        callbacks=cbs, enable_checkpointing=any(isinstance(c, Checkpoint) for c in cbs), logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
         fast_dev_run=t.get("fast_dev_run", False),
     )
     kw.update(overrides)

@@ -27,7 +27,6 @@ from metarec.models.encoder import TextEncoder
 from metarec.models.features import FeatureStore
 from metarec.registry import ALGORITHMS, RUNNERS, method_kind
 from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importable from here)
-    BestAndLastCheckpoint,
     RunResult,
     build_encoder,
     build_family,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -87,6 +89,47 @@ def test_last_checkpoint_holds_the_final_step_even_when_validation_got_worse(tmp
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 9
     best = [p for p in ckpts.iterdir() if p.name.startswith("best-")]
     assert [torch.load(p, weights_only=False)["global_step"] for p in best] == [3]
+
+
+class _CrashAt(L.Callback):
+    """Raises after the optimizer step ``step``, as a killed process would stop (no on_train_end)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):  # noqa: ANN001
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"crash at step {self.step}")
+
+
+def test_a_crash_resumes_from_the_newest_validated_step_not_the_best(tmp_path):
+    # Validations at steps 3 and 6, the best at 3; the process dies at step 7. last.ckpt must hold
+    # step 6 (Lightning's save_last would hold 3), carry the best-model bookkeeping, and a resume
+    # from it must end with the uninterrupted run's weights.
+    cfg, dm, model = _setup("protonet", 8)
+    build_trainer(cfg, tmp_path / "full", callbacks=[_WorseEachValidation()], logger=False).fit(model, datamodule=dm)
+    full = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    cfg, dm, model = _setup("protonet", 8)
+    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[_WorseEachValidation(), _CrashAt(7)], logger=False)
+    with pytest.raises(RuntimeError, match="crash at step 7"):
+        trainer.fit(model, datamodule=dm)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    assert state["global_step"] == 6
+    best_state = [v for k, v in state["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert [Path(b["best_model_path"]).name for b in best_state] == ["best-3.ckpt"]
+
+    torch.manual_seed(12345)
+    cfg, dm, model = _setup("protonet", 8)
+    trainer = build_trainer(cfg, tmp_path / "run", logger=False)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last))
+    assert trainer.global_step == 8
+    assert Path(trainer.checkpoint_callback.best_model_path).name == "best-3.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 8  # the final, unvalidated step
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, full[n], atol=1e-6, rtol=1e-5, msg=f"{n} differs after resume")
 
 
 @pytest.mark.parametrize("algo", TRAINED)
