@@ -3,22 +3,46 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import io
 import sys
 
 __version__ = "0.1.0"
 
 
-def _import_gym_quietly() -> None:
-    # learn2learn imports gym, which prints an "unmaintained" notice to stderr on import;
-    # metarec never uses gym, so the notice is noise for its users.
-    if "gym" in sys.modules:
+def _gym_notice(version: str) -> str | None:
+    """The text gym prints on import for ``version`` (from the ``gym_notices`` package), if any."""
+    if importlib.util.find_spec("gym_notices") is None:
+        return None  # gym prints nothing without it
+    from gym_notices.notices import notices
+
+    return notices.get(version)
+
+
+def _import_gym_without_its_notice() -> None:
+    """Imports gym with its one known stderr notice removed, passing on everything else.
+
+    learn2learn imports gym (for its RL environments, which metarec never uses), and gym 0.26
+    ``print``\\ s an "unmaintained since 2022" notice to stderr on import. It is not a warning, so
+    a warnings filter cannot select it; instead stderr is captured during the import, exactly that
+    notice is cut out and the rest (warnings, errors) is written back to stderr, also when the
+    import fails.
+    """
+    if "gym" in sys.modules or importlib.util.find_spec("gym") is None:
         return
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            import gym  # noqa: F401
-        except ImportError:
-            pass
+    captured = io.StringIO()
+    notice = None
+    try:
+        with contextlib.redirect_stderr(captured):
+            gym = importlib.import_module("gym")
+        notice = _gym_notice(str(getattr(gym, "__version__", "")))
+    finally:
+        text = captured.getvalue()
+        if notice:
+            text = text.replace(notice + "\n", "", 1)
+        if text:
+            sys.stderr.write(text)
 
 
-_import_gym_quietly()
+_import_gym_without_its_notice()
