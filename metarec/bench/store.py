@@ -27,6 +27,22 @@ __all__ = ["RESULT", "RunStore", "atomic_write_text", "environment"]
 RESULT = "result.json"
 
 
+def source_checkout() -> Optional[Path]:
+    """The git checkout this metarec is imported from, or None for an installed package.
+
+    An installed metarec (``pip install .``) can sit inside an unrelated git repository (a venv
+    inside a project folder); that repository's commit says nothing about this code, so only a
+    work tree whose top level holds this very ``metarec`` package counts.
+    """
+    package = Path(__file__).resolve().parents[1]
+    try:
+        top = subprocess.run(["git", "-C", str(package), "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(top) if top and (Path(top) / "metarec").resolve() == package else None
+
+
 def environment() -> dict[str, Any]:
     """Package versions, git commit and device of this process."""
     from importlib.metadata import PackageNotFoundError, version
@@ -39,14 +55,17 @@ def environment() -> dict[str, Any]:
             pkgs[name] = version(name)
         except PackageNotFoundError:
             pkgs[name] = None
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
+    repo = source_checkout()
+    commit: Optional[str] = None
+    dirty: Optional[bool] = None
+    if repo is not None:
+        try:
+            commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    timeout=10).stdout.strip() or None
+            dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                                        capture_output=True, text=True, timeout=10).stdout.strip())
+        except (OSError, subprocess.SubprocessError):
+            commit, dirty = None, None
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name(0)
     else:
