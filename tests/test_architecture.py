@@ -40,7 +40,8 @@ def test_a_lower_layer_importing_a_higher_one_inside_a_function_breaks_both_cont
         f.write("\n\ndef _circle():\n    from metarec.training import run_experiment  # noqa: F401\n")
     out = _lint(tmp_path)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert "Contracts: 0 kept, 2 broken." in out.stdout
+    assert "metarec layers: a module imports only from layers below its own BROKEN" in out.stdout
+    assert "no import cycles between sibling modules, at any depth BROKEN" in out.stdout
     assert "metarec.episode is not allowed to import metarec.training" in out.stdout
     assert "No cycles are allowed in metarec." in out.stdout
 
