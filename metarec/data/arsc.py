@@ -12,8 +12,12 @@ meta-training domains, one per line) and, in the full benchmark, ``workspace.tar
   file IS the support set (5 per class, used as is, never resampled) and the whole ``.test``
   file is the query set. Accuracy is reported per task and as the mean over tasks.
 
-Without ``workspace.target.list`` (the public copy of the training domains) there is no
-official meta-test. The family then says so in a warning and falls back to holding out some
+Each protocol is one small function (:func:`official_protocol`, :func:`dev_protocol`,
+:func:`fallback_protocol`) deciding which domains are tested and with which supports; the
+files are read by shared readers. Without ``workspace.target.list`` (the public copy of the
+training domains, bundled with metarec: :mod:`metarec.data.arsc_bundle`) there is no official
+meta-test: with a development split file (``dev_split``) some filtered domains are held out with
+fixed supports; otherwise the family says so in a warning and falls back to holding out some
 filtered domains (``holdout_domains``): they are left out of meta-training and evaluated like
 targets, with a support set of ``n_shot`` per class drawn once (seeded) from their ``.train``
 file and their whole ``.test`` file as queries. Such numbers are NOT comparable with the
@@ -28,7 +32,6 @@ names say which task they belong to: ``"apparel.t2:negative"``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -37,9 +40,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from metarec.data.arsc_bundle import bundled_arsc_dir
 from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
-from metarec.data.readers import LabeledLines, ReadReport, read_labeled_lines
+from metarec.data.readers import LabeledLines, ReadReport, read_json, read_labeled_lines
 from metarec.data.tabular import resolve_split_file
 from metarec.log import get_logger
 from metarec.evaluation.tables import per_task_table  # noqa: F401  (re-exported)
@@ -60,6 +64,8 @@ PROTOCOL_SHOT = 5
 #: Files a meta-training task may train on (``train_files``); ``.dev`` is also meta-validation.
 TRAIN_FILES: tuple[str, ...] = ("train", "test", "dev")
 ENV_DIR = "METAREC_ARSC_DIR"
+#: ``data_dir`` value naming the public training domains bundled with metarec.
+BUNDLED = "bundled"
 
 
 def arsc_path(directory: Path | str, domain: str, threshold: str, split: str) -> Path:
@@ -93,12 +99,17 @@ def read_domain_list(path: Path | str) -> list[str]:
 
 
 def resolve_data_dir(data_dir: Optional[str | Path]) -> Path:
-    """The ARSC directory: ``data_dir``, else ``$METAREC_ARSC_DIR``; it must hold a filtered list."""
+    """The ARSC directory: ``data_dir``, else ``$METAREC_ARSC_DIR``, else the bundled copy.
+
+    ``"bundled"`` (:data:`BUNDLED`) names the public training domains shipped with metarec,
+    checked and unpacked on first use (:func:`~metarec.data.arsc_bundle.bundled_arsc_dir`; a
+    directory of that name is ``./bundled``). Any other value is a directory, which must hold a
+    filtered list.
+    """
     if data_dir is None or str(data_dir) == "":
-        env = os.environ.get(ENV_DIR)
-        if not env:
-            raise DataError(f"arsc: no data_dir given and ${ENV_DIR} is not set")
-        data_dir = env
+        data_dir = os.environ.get(ENV_DIR) or BUNDLED
+    if str(data_dir) == BUNDLED:
+        return bundled_arsc_dir()
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"arsc: data_dir {path} is not a directory (resolved to {path.resolve()})")
@@ -289,8 +300,9 @@ def arsc(
     shared readers.
 
     Args:
-        data_dir: an ARSC directory (default ``$METAREC_ARSC_DIR``). Pointing it at a full
-            ARSC directory with ``workspace.target.list`` gives the official meta-test.
+        data_dir: an ARSC directory, or ``"bundled"`` (default: ``$METAREC_ARSC_DIR``, else
+            the bundled public training domains, see :func:`resolve_data_dir`). Pointing it at a
+            full ARSC directory with ``workspace.target.list`` gives the official meta-test.
         target_dir: where the meta-test tasks are read (its ``workspace.target.list`` and the
             targets' ``.train`` / ``.test`` files); default ``data_dir``. Target domains that
             also appear in the filtered list are left out of meta-training.
@@ -600,10 +612,7 @@ def read_dev_split(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"arsc: dev_split {path} does not exist")
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"arsc: dev_split {path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    split = read_json(path, "arsc: dev_split")
     for key in ("holdout_domains", "thresholds", "supports"):
         if key not in split:
             raise DataError(f"arsc: dev_split {path} has no {key!r} field (is it a file from make_dev_split?)")
