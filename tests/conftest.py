@@ -13,8 +13,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
-ARSC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "arsc"
-
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,10 +21,15 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 
 
 @pytest.fixture(scope="session")
-def arsc_dir() -> Path:
-    if not (ARSC_DIR / "workspace.filtered.list").exists():
-        pytest.skip(f"ARSC data not found at {ARSC_DIR} (the shared/ folder beside the checkout)")
-    return ARSC_DIR
+def arsc_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The public ARSC training domains bundled with metarec: on every clone, never skipped.
+
+    Unpacked (and checked against the manifest) into this session's cache, where configs with the
+    default ``family.data_dir=bundled`` find the same copy.
+    """
+    from metarec.data.arsc_bundle import bundled_arsc_dir
+
+    return bundled_arsc_dir(cache_dir=tmp_path_factory.getbasetemp() / "feature-cache")
 
 
 def tiny_encoder(freeze: str = "top_k", **kw):
@@ -64,15 +67,3 @@ def toy_family(n_classes: int = 9, per_class: int = 12, seed: int = 0):
     n_train = n_classes - 4
     splits = {"train": list(range(n_train)), "val": [n_train, n_train + 1], "test": [n_train + 2, n_train + 3]}
     return TaskFamily.from_class_split("toy", corpus, splits)
-
-
-@pytest.fixture
-def arsc_or_skip():
-    """Skips a config-driven test whose family needs the ARSC data when it is absent."""
-
-    def check(cfg) -> None:  # noqa: ANN001
-        data_dir = cfg.family.get("data_dir") if "family" in cfg else None
-        if data_dir and not (Path(str(data_dir)) / "workspace.filtered.list").exists():
-            pytest.skip(f"{cfg.family.name}: data dir {data_dir} not found")
-
-    return check

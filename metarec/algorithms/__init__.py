@@ -12,7 +12,8 @@ from metarec.algorithms.linear_probe import LinearProbe
 from metarec.algorithms.finetune import FineTune
 from metarec.algorithms.lora import LoRA
 from metarec.algorithms.transfer import Baseline, BaselinePP
+from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.metasgd import MetaSGD
 
 __all__ = ["MetaLearner", "ProtoNet", "NearestPrototype", "MAML", "FOMAML", "ANIL"]
-__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MetaSGD"]
+__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MultiTaskPrior", "MetaSGD"]

@@ -8,90 +8,20 @@ pretrained weights: the encoder is never modified, each episode trains its own c
 
 from __future__ import annotations
 
-import contextlib
-import copy
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec.algorithms.base import MetaLearner
-from metarec.algorithms.linear_probe import fit_head, prototype_init
+from metarec.algorithms.fitting import copy_top, fit_head, prototype_init, seeded, train_on_support
 from metarec.data.sampler import stream_seed
 from metarec.episode import Episode, Inputs
-from metarec.models.encoder import FreezePolicy
 from metarec.models.heads import LinearHead
 from metarec.registry import ALGORITHMS
 
 HEAD_INITS = ("prototypes", "probe", "zeros")
-
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Runs the block with torch's global generators seeded by ``seed``, restored afterwards.
-
-    Dropout and ``nn.init`` draw from the global generators; seeding them per episode makes an
-    episode's result independent of which episodes ran before it (and of DDP sharding).
-    """
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-def copy_top(encoder: Any) -> tuple[Optional[nn.Module], list[nn.Parameter]]:
-    """A fresh trainable copy of ``encoder``'s top for one episode, and what to optimize.
-
-    Returns ``(None, [])`` for a frozen encoder (head-only fine-tuning).
-    """
-    if encoder.freeze is FreezePolicy.FROZEN:
-        return None, []
-    top = copy.deepcopy(encoder.trainable_top())
-    return top, [p for p in top.parameters() if p.requires_grad]
-
-
-def train_on_support(
-    encoder: Any,
-    top: Optional[nn.Module],
-    params: list[nn.Parameter],
-    x: Inputs,
-    y: Tensor,
-    head: nn.Module,
-    steps: int,
-    lr: float,
-    head_lr: float,
-    dropout: bool = True,
-    penalty: Optional[Callable[[], Tensor]] = None,
-) -> list[float]:
-    """Full-batch AdamW on a support set: ``params`` of ``top`` at ``lr``, ``head`` at ``head_lr``.
-
-    Minimizes ``cross-entropy(head(encoder(x, top)), y) (+ penalty())`` for ``steps`` steps,
-    with ``top``'s dropout on when ``dropout``; ``top`` is left in eval mode. Seeding is the
-    caller's (:func:`seeded`), and so is clearing the gradients the last step leaves.
-
-    Returns:
-        The support loss before every step.
-    """
-    groups: list[dict[str, Any]] = [{"params": list(head.parameters()), "lr": head_lr}]
-    if params:
-        groups.append({"params": params, "lr": lr})
-    losses = []
-    with torch.enable_grad():
-        opt = torch.optim.AdamW(groups, weight_decay=0.0)
-        if top is not None:
-            top.train(dropout)
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(head(encoder(x, top=top)).float(), y)
-            if penalty is not None:
-                loss = loss + penalty()
-            loss.backward()
-            opt.step()
-            losses.append(loss.detach())
-        if top is not None:
-            top.eval()
-    return torch.stack(losses).float().tolist() if losses else []
 
 
 @ALGORITHMS.register("finetune")

@@ -8,7 +8,8 @@ from typing import Any, Optional, Sequence
 import torch
 from torch import nn
 
-from metarec.algorithms.finetune import FineTune, seeded
+from metarec.algorithms.finetune import FineTune
+from metarec.algorithms.fitting import seeded
 from metarec.models.encoder import FreezePolicy
 from metarec.registry import ALGORITHMS
 

@@ -12,8 +12,12 @@ meta-training domains, one per line) and, in the full benchmark, ``workspace.tar
   file IS the support set (5 per class, used as is, never resampled) and the whole ``.test``
   file is the query set. Accuracy is reported per task and as the mean over tasks.
 
-Without ``workspace.target.list`` (the public copy of the training domains) there is no
-official meta-test. The family then says so in a warning and falls back to holding out some
+Each protocol is one small function (:func:`official_protocol`, :func:`dev_protocol`,
+:func:`fallback_protocol`) deciding which domains are tested and with which supports; the
+files are read by shared readers. Without ``workspace.target.list`` (the public copy of the
+training domains, bundled with metarec: :mod:`metarec.data.arsc_bundle`) there is no official
+meta-test: with a development split file (``dev_split``) some filtered domains are held out with
+fixed supports; otherwise the family says so in a warning and falls back to holding out some
 filtered domains (``holdout_domains``): they are left out of meta-training and evaluated like
 targets, with a support set of ``n_shot`` per class drawn once (seeded) from their ``.train``
 file and their whole ``.test`` file as queries. Such numbers are NOT comparable with the
@@ -28,18 +32,18 @@ names say which task they belong to: ``"apparel.t2:negative"``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from metarec.data.arsc_bundle import bundled_arsc_dir
 from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
-from metarec.data.readers import LabeledLines, ReadReport, read_labeled_lines
+from metarec.data.readers import LabeledLines, ReadReport, read_json, read_labeled_lines
 from metarec.data.tabular import resolve_split_file
 from metarec.log import get_logger
 from metarec.evaluation.tables import per_task_table  # noqa: F401  (re-exported)
@@ -60,6 +64,8 @@ PROTOCOL_SHOT = 5
 #: Files a meta-training task may train on (``train_files``); ``.dev`` is also meta-validation.
 TRAIN_FILES: tuple[str, ...] = ("train", "test", "dev")
 ENV_DIR = "METAREC_ARSC_DIR"
+#: ``data_dir`` value naming the public training domains bundled with metarec.
+BUNDLED = "bundled"
 
 
 def arsc_path(directory: Path | str, domain: str, threshold: str, split: str) -> Path:
@@ -93,12 +99,17 @@ def read_domain_list(path: Path | str) -> list[str]:
 
 
 def resolve_data_dir(data_dir: Optional[str | Path]) -> Path:
-    """The ARSC directory: ``data_dir``, else ``$METAREC_ARSC_DIR``; it must hold a filtered list."""
+    """The ARSC directory: ``data_dir``, else ``$METAREC_ARSC_DIR``, else the bundled copy.
+
+    ``"bundled"`` (:data:`BUNDLED`) names the public training domains shipped with metarec,
+    checked and unpacked on first use (:func:`~metarec.data.arsc_bundle.bundled_arsc_dir`; a
+    directory of that name is ``./bundled``). Any other value is a directory, which must hold a
+    filtered list.
+    """
     if data_dir is None or str(data_dir) == "":
-        env = os.environ.get(ENV_DIR)
-        if not env:
-            raise DataError(f"arsc: no data_dir given and ${ENV_DIR} is not set")
-        data_dir = env
+        data_dir = os.environ.get(ENV_DIR) or BUNDLED
+    if str(data_dir) == BUNDLED:
+        return bundled_arsc_dir()
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"arsc: data_dir {path} is not a directory (resolved to {path.resolve()})")
@@ -178,6 +189,94 @@ def _check_known(option: str, names: Sequence[str], known: Sequence[str], list_p
         raise DataError(f"arsc: {option} {unknown} not in {list_path} (it lists {list(known)})")
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The protocol-independent options of :func:`arsc`, checked once."""
+
+    root: Path
+    filtered: list[str]
+    thresholds: list[str]
+    train_files: list[str]
+    domains: Optional[list[str]]
+    n_shot: Optional[int]
+    n_query: Optional[int]
+    max_per_class: Optional[int]
+    strict: bool
+    lenient: bool
+    seed: int
+
+    @property
+    def filtered_list(self) -> Path:
+        return self.root / FILTERED_LIST
+
+
+@dataclass
+class _Protocol:
+    """What a protocol decides: which domains are tested, from where, with which supports.
+
+    ``support_rows(task, path, lines)`` gives the positions of a test task's support in its
+    ``.train`` file (``None``: the whole file, as in the official protocol).
+    """
+
+    name: str
+    held: list[str]
+    test_domains: list[str]
+    test_dir: Path
+    support_rows: Callable[[str, Path, LabeledLines], Optional[np.ndarray]]
+    expect_shot: Optional[int] = None
+    dev_split: Optional[str] = None
+
+
+def official_protocol(opts: _Options, target_dir: Path, holdout_domains: Optional[Sequence[str]]) -> _Protocol:
+    """The paper's meta-test: the target list's domains, each target's ``.train`` file IS its support."""
+    targets = read_domain_list(target_dir / TARGET_LIST)
+    overlap = [d for d in targets if d in opts.filtered]
+    if overlap:
+        log.warning("arsc: target domains %s of %s are also in %s; they are left out of meta-training",
+                    overlap, target_dir / TARGET_LIST, opts.filtered_list)
+    held = list(dict.fromkeys(overlap + list(holdout_domains or [])))
+    return _Protocol("official", held, targets, target_dir, support_rows=lambda task, path, lines: None,
+                     expect_shot=opts.n_shot)
+
+
+def dev_protocol(opts: _Options, dev_split: str, holdout_domains: Optional[Sequence[str]]) -> _Protocol:
+    """The development protocol: the split file's held-out filtered domains with its fixed supports."""
+    path = resolve_split_file(dev_split)
+    spec = read_dev_split(path)
+    _check_known(f"dev_split {path} holdout_domains", spec["holdout_domains"], opts.filtered, opts.filtered_list)
+    if sorted(spec["thresholds"]) != sorted(opts.thresholds):
+        raise DataError(f"arsc: dev_split {path} was drawn for thresholds {spec['thresholds']}, "
+                        f"the family uses {opts.thresholds}")
+    held = list(dict.fromkeys(list(spec["holdout_domains"]) + list(holdout_domains or [])))
+    test_domains = list(spec["holdout_domains"])
+    log.info("arsc: development protocol of %s: held-out domains %s, fixed supports from the split file",
+             path, test_domains)
+    return _Protocol("dev", held, test_domains, opts.root, dev_split=str(path),
+                     support_rows=lambda task, sup, lines: _dev_support_rows(spec, path, task, sup, lines))
+
+
+def fallback_protocol(opts: _Options, holdout_domains: Optional[Sequence[str]]) -> _Protocol:
+    """No target list: some filtered domains are held out and tested with seeded supports."""
+    held = list(holdout_domains) if holdout_domains is not None else list(DEFAULT_HOLDOUT)
+    _check_known("holdout_domains" if holdout_domains is not None else "default holdout_domains (set "
+                 "family.holdout_domains)", held, opts.filtered, opts.filtered_list)
+    if not held:
+        raise DataError(f"arsc: {opts.root} has no {TARGET_LIST} and holdout_domains is empty: "
+                        "there would be no meta-test tasks")
+    shot = opts.n_shot if opts.n_shot is not None else PROTOCOL_SHOT
+    log.warning(
+        "arsc: no %s in %s, so this is NOT the official ARSC meta-test. Fallback: filtered domains %s are "
+        "held out of meta-training and evaluated like targets (support: %d per class drawn once with seed "
+        "%d from their .train files; queries: their whole .test files). For the official protocol set "
+        "family.data_dir (or family.target_dir) to a directory with %s.",
+        TARGET_LIST, opts.root, held, shot, opts.seed, TARGET_LIST)
+
+    def support_rows(task: str, path: Path, lines: LabeledLines) -> np.ndarray:
+        return subsample_per_class(_labels_of(lines), shot, _row_rng(opts.seed, path))
+
+    return _Protocol("fallback", held, held, opts.root, support_rows=support_rows)
+
+
 @FAMILIES.register("arsc")
 def arsc(
     data_dir: Optional[str] = None,
@@ -196,9 +295,14 @@ def arsc(
 ) -> TaskFamily:
     """The ARSC task family: 2-way sentiment tasks per (domain, threshold).
 
+    Picks the protocol — :func:`dev_protocol` with ``dev_split``, else :func:`official_protocol`
+    when a target list exists, else :func:`fallback_protocol` — and reads the files with the
+    shared readers.
+
     Args:
-        data_dir: an ARSC directory (default ``$METAREC_ARSC_DIR``). Pointing it at a full
-            ARSC directory with ``workspace.target.list`` gives the official meta-test.
+        data_dir: an ARSC directory, or ``"bundled"`` (default: ``$METAREC_ARSC_DIR``, else
+            the bundled public training domains, see :func:`resolve_data_dir`). Pointing it at a
+            full ARSC directory with ``workspace.target.list`` gives the official meta-test.
         target_dir: where the meta-test tasks are read (its ``workspace.target.list`` and the
             targets' ``.train`` / ``.test`` files); default ``data_dir``. Target domains that
             also appear in the filtered list are left out of meta-training.
@@ -237,100 +341,91 @@ def arsc(
 
     Returns:
         The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
-        (fixed support / query tasks). ``metadata`` records the protocol (``"official"`` or
-        ``"fallback"``), directories, label map, tasks, missing files and dropped tasks.
+        (fixed support / query tasks). ``metadata`` records the protocol (``"official"``,
+        ``"dev"`` or ``"fallback"``), directories, label map, tasks, missing files and dropped tasks.
 
     Raises:
         DataError: for a malformed line (file, line, value), unknown domains in an option,
             missing files under ``strict``, a target support set without both classes, or a
             split left without tasks.
     """
+    opts = _options(data_dir, domains, thresholds, n_shot, n_query, max_per_class, strict, lenient, seed, train_files)
+    if holdout_domains is not None:
+        _check_known("holdout_domains", list(holdout_domains), opts.filtered, opts.filtered_list)
+    tdir = Path(target_dir).expanduser() if target_dir else opts.root
+    if target_dir and not (tdir / TARGET_LIST).is_file():
+        raise DataError(f"arsc: target_dir {tdir} has no {TARGET_LIST}")
+    if dev_split:
+        if target_dir:
+            raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
+        protocol = dev_protocol(opts, dev_split, holdout_domains)
+    elif (tdir / TARGET_LIST).is_file():
+        protocol = official_protocol(opts, tdir, holdout_domains)
+    else:
+        protocol = fallback_protocol(opts, holdout_domains)
+    return _build_family(opts, protocol)
+
+
+def _options(data_dir: Optional[str], domains: Optional[Sequence[str]], thresholds: Sequence[str],
+             n_shot: Optional[int], n_query: Optional[int], max_per_class: Optional[int], strict: bool,
+             lenient: bool, seed: int, train_files: Sequence[str]) -> _Options:
     root = resolve_data_dir(data_dir)
-    train_files = [str(f) for f in train_files]
-    if not train_files or len(set(train_files)) != len(train_files) or not set(train_files) <= set(TRAIN_FILES):
-        raise DataError(f"arsc: train_files must be distinct names among {list(TRAIN_FILES)}, got {train_files}")
-    if "dev" in train_files:
+    files = [str(f) for f in train_files]
+    if not files or len(set(files)) != len(files) or not set(files) <= set(TRAIN_FILES):
+        raise DataError(f"arsc: train_files must be distinct names among {list(TRAIN_FILES)}, got {files}")
+    if "dev" in files:
         log.warning("arsc: train_files=%s includes the meta-training domains' .dev files, which are also the "
-                    "meta-validation tasks: val/acc is in-sample (do not select checkpoints on it)", train_files)
+                    "meta-validation tasks: val/acc is in-sample (do not select checkpoints on it)", files)
     filtered = read_domain_list(root / FILTERED_LIST)
     thresholds = [str(t) for t in thresholds]
     if not thresholds:
         raise DataError("arsc: thresholds is empty")
     if domains is not None:
         _check_known("domains", list(domains), filtered, root / FILTERED_LIST)
-    if holdout_domains is not None:
-        _check_known("holdout_domains", list(holdout_domains), filtered, root / FILTERED_LIST)
+    return _Options(root=root, filtered=filtered, thresholds=thresholds, train_files=files,
+                    domains=list(domains) if domains is not None else None,
+                    n_shot=int(n_shot) if n_shot is not None else None,
+                    n_query=int(n_query) if n_query is not None else None,
+                    max_per_class=int(max_per_class) if max_per_class is not None else None,
+                    strict=bool(strict), lenient=bool(lenient), seed=int(seed))
 
-    tdir = Path(target_dir).expanduser() if target_dir else root
-    if target_dir and not (tdir / TARGET_LIST).is_file():
-        raise DataError(f"arsc: target_dir {tdir} has no {TARGET_LIST}")
-    spec: Optional[dict[str, Any]] = None
-    if dev_split:
-        if target_dir:
-            raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
-        dev_split = str(resolve_split_file(dev_split))
-        spec = read_dev_split(dev_split)
-        _check_known(f"dev_split {dev_split} holdout_domains", spec["holdout_domains"], filtered, root / FILTERED_LIST)
-        if sorted(spec["thresholds"]) != sorted(thresholds):
-            raise DataError(f"arsc: dev_split {dev_split} was drawn for thresholds {spec['thresholds']}, "
-                            f"the family uses {thresholds}")
-    official = spec is None and (tdir / TARGET_LIST).is_file()
-    if spec is not None:
-        held = list(dict.fromkeys(list(spec["holdout_domains"]) + list(holdout_domains or [])))
-        test_domains, test_dir = list(spec["holdout_domains"]), root
-        log.info("arsc: development protocol of %s: held-out domains %s, fixed supports from the split file",
-                 dev_split, test_domains)
-    elif official:
-        targets = read_domain_list(tdir / TARGET_LIST)
-        overlap = [d for d in targets if d in filtered]
-        if overlap:
-            log.warning("arsc: target domains %s of %s are also in %s; they are left out of meta-training",
-                        overlap, tdir / TARGET_LIST, root / FILTERED_LIST)
-        held = list(dict.fromkeys(overlap + list(holdout_domains or [])))
-        test_domains, test_dir = targets, tdir
-    else:
-        held = list(holdout_domains) if holdout_domains is not None else list(DEFAULT_HOLDOUT)
-        _check_known("holdout_domains" if holdout_domains is not None else "default holdout_domains (set "
-                     "family.holdout_domains)", held, filtered, root / FILTERED_LIST)
-        if not held:
-            raise DataError(f"arsc: {root} has no {TARGET_LIST} and holdout_domains is empty: "
-                            "there would be no meta-test tasks")
-        log.warning(
-            "arsc: no %s in %s, so this is NOT the official ARSC meta-test. Fallback: filtered domains %s are "
-            "held out of meta-training and evaluated like targets (support: %d per class drawn once with seed "
-            "%d from their .train files; queries: their whole .test files). For the official protocol set "
-            "family.data_dir (or family.target_dir) to a directory with %s.",
-            TARGET_LIST, root, held, n_shot or PROTOCOL_SHOT, seed, TARGET_LIST)
-        test_domains, test_dir = held, root
 
-    train_domains = [d for d in filtered if d not in held and (domains is None or d in domains)]
+def _plan(opts: _Options, protocol: _Protocol, train_domains: list[str]) -> tuple[list, list, list[Path]]:
+    """The files of every task: ``(train tasks, test tasks, missing files)``; missing ones reported."""
     missing: list[Path] = []
     train_tasks = []  # (task name, training paths, dev path or None)
     for d in train_domains:
-        for t in thresholds:
-            trs, dev = [arsc_path(root, d, t, f) for f in train_files], arsc_path(root, d, t, "dev")
+        for t in opts.thresholds:
+            trs, dev = [arsc_path(opts.root, d, t, f) for f in opts.train_files], arsc_path(opts.root, d, t, "dev")
             missing.extend(p for p in (*trs, dev) if not p.is_file())
             present = [p for p in trs if p.is_file()]
             if present:
                 train_tasks.append((f"{d}.{t}", present, dev if dev.is_file() else None))
     test_tasks = []  # (task name, support path, query path)
-    for d in test_domains:
-        for t in thresholds:
-            sup, qry = arsc_path(test_dir, d, t, "train"), arsc_path(test_dir, d, t, "test")
+    for d in protocol.test_domains:
+        for t in opts.thresholds:
+            sup, qry = arsc_path(protocol.test_dir, d, t, "train"), arsc_path(protocol.test_dir, d, t, "test")
             gaps = [p for p in (sup, qry) if not p.is_file()]
             missing.extend(gaps)
             if not gaps:
                 test_tasks.append((f"{d}.{t}", sup, qry))
     if missing:
         names = ", ".join(p.name for p in missing)
-        if strict:
+        if opts.strict:
             raise DataError(f"arsc: {len(missing)} listed files are missing (strict=true): {names} "
                             f"in {sorted({str(p.parent) for p in missing})}")
         log.warning("arsc: %d listed files are missing in %s; the (domain, threshold) tasks that need them are "
                     "skipped (a task is skipped when none of its training files %s exists; a missing .dev only "
                     "leaves it out of meta-validation; strict=true makes this an error): %s",
-                    len(missing), ", ".join(sorted({str(p.parent) for p in missing})), train_files, names)
+                    len(missing), ", ".join(sorted({str(p.parent) for p in missing})), opts.train_files, names)
+    return train_tasks, test_tasks, missing
 
+
+def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
+    """Reads every task's files for ``protocol`` and assembles the family (shared by all protocols)."""
+    train_domains = [d for d in opts.filtered
+                     if d not in protocol.held and (opts.domains is None or d in opts.domains)]
+    train_tasks, test_tasks, missing = _plan(opts, protocol, train_domains)
     builder = _CorpusBuilder()
     reports: list[ReadReport] = []
     splits: dict[str, list[Task]] = {"train": [], "val": [], "test": []}
@@ -340,22 +435,16 @@ def arsc(
                 continue
             parts = []
             for path in paths:
-                lines = _read(path, lenient, reports)
+                lines = _read(path, opts.lenient, reports)
                 pos = None
-                if max_per_class is not None:
-                    pos = subsample_per_class(_labels_of(lines), int(max_per_class), _row_rng(seed, path))
+                if opts.max_per_class is not None:
+                    pos = subsample_per_class(_labels_of(lines), opts.max_per_class, _row_rng(opts.seed, path))
                 parts.append(builder.add(path, lines, name, pos))
             splits[split].append(Task(name=name, indices=np.concatenate(parts), labels=np.empty(0, dtype=np.int64)))
-    shot = int(n_shot) if n_shot is not None else PROTOCOL_SHOT
     for name, sup, qry in test_tasks:
-        s_lines = _read(sup, lenient, reports)
-        pos = None
-        if spec is not None:
-            pos = _dev_support_rows(spec, Path(str(dev_split)), name, sup, s_lines)
-        elif not official:
-            pos = subsample_per_class(_labels_of(s_lines), shot, _row_rng(seed, sup))
-        s_rows = builder.add(sup, s_lines, name, pos)
-        q_rows = builder.add(qry, _read(qry, lenient, reports), name)
+        s_lines = _read(sup, opts.lenient, reports)
+        s_rows = builder.add(sup, s_lines, name, protocol.support_rows(name, sup, s_lines))
+        q_rows = builder.add(qry, _read(qry, opts.lenient, reports), name)
         splits["test"].append(Task(name=name, indices=np.concatenate([s_rows, q_rows]),
                                    labels=np.empty(0, dtype=np.int64), support=s_rows, query=q_rows))
     if reports:
@@ -363,6 +452,7 @@ def arsc(
         log.warning("arsc: lenient read skipped %d malformed lines in %d files: %s", n_skip, len(reports),
                     " | ".join(r.summary(limit=3) for r in reports))
 
+    root, test_dir = opts.root, protocol.test_dir
     corpus = LabeledCorpus(
         texts=builder.texts, labels=np.asarray(builder.labels, dtype=np.int64), label_names=list(LABEL_NAMES),
         groups=np.asarray(builder.groups, dtype=np.int64), group_names=builder.group_names, name="arsc",
@@ -373,30 +463,30 @@ def arsc(
         for task in tasks:
             task.labels = builder.class_ids(task.indices)
 
-    dropped = _drop_small(splits, n_shot, n_query, builder)
-    _check_targets(splits["test"], builder, shot if official and n_shot is not None else None)
+    dropped = _drop_small(splits, opts.n_shot, opts.n_query, builder)
+    _check_targets(splits["test"], builder, protocol.expect_shot)
     for split, tasks in splits.items():
         if not tasks:
             raise DataError(f"arsc: split {split!r} has no tasks (data_dir {root}, target_dir {test_dir}, "
-                            f"meta-train domains {train_domains}, test domains {test_domains}, "
+                            f"meta-train domains {train_domains}, test domains {protocol.test_domains}, "
                             f"missing files {[p.name for p in missing]}, dropped {dropped.get(split, [])})")
 
     class_names = [f"{g}:{c}" for g in builder.group_names for c in LABEL_NAMES]
     metadata: dict[str, Any] = {
-        "protocol": "official" if official else ("dev" if spec is not None else "fallback"),
-        "dev_split": str(dev_split) if dev_split else None,
+        "protocol": protocol.name,
+        "dev_split": protocol.dev_split,
         "data_dir": str(root),
         "target_dir": str(test_dir),
         "label_map": dict(ARSC_LABEL_MAP),
-        "thresholds": thresholds,
-        "holdout_domains": held,
-        "test_domains": test_domains,
+        "thresholds": opts.thresholds,
+        "holdout_domains": protocol.held,
+        "test_domains": protocol.test_domains,
         "tasks": {k: [t.name for t in v] for k, v in splits.items()},
         "missing_files": [str(p) for p in missing],
         "dropped_tasks": dropped,
-        "max_per_class": max_per_class,
-        "train_files": train_files,
-        "seed": seed,
+        "max_per_class": opts.max_per_class,
+        "train_files": opts.train_files,
+        "seed": opts.seed,
         "skipped_lines": [r.as_dict() for r in reports],
     }
     log.info("arsc: %d meta-train, %d meta-val, %d meta-test tasks (%s protocol), %d texts",
@@ -522,10 +612,7 @@ def read_dev_split(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"arsc: dev_split {path} does not exist")
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"arsc: dev_split {path}, line {e.lineno}: not valid JSON ({e.msg})") from None
+    split = read_json(path, "arsc: dev_split")
     for key in ("holdout_domains", "thresholds", "supports"):
         if key not in split:
             raise DataError(f"arsc: dev_split {path} has no {key!r} field (is it a file from make_dev_split?)")

@@ -10,9 +10,10 @@ directory.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection, Optional
+from typing import Any, Collection, Optional
 
 from metarec.data.corpus import DataError
 from metarec.log import get_logger
@@ -219,3 +220,15 @@ def read_labeled_lines(
         if log_skipped:
             log.warning("lenient read: %s", report.summary())
     return LabeledLines(texts=texts, labels=raw_labels, lines=line_nos, report=report)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON value in ``path``.
+
+    Raises:
+        DataError: ``"<what> <path>, line N: not valid JSON (...)"`` for a file that does not parse.
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{what} {path}, line {e.lineno}: not valid JSON ({e.msg})") from None

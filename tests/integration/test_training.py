@@ -49,12 +49,11 @@ def test_training_reduces_loss(name, tmp_path):
 
 
 @pytest.mark.parametrize("experiment", list_experiments())
-def test_every_experiment_config_runs_with_fast_dev_run(experiment, tmp_path, arsc_or_skip):
+def test_every_experiment_config_runs_with_fast_dev_run(experiment, tmp_path):
     overrides = [f"experiment={experiment}", "encoder.name=tiny_bert", "trainer.fast_dev_run=true",
                  "trainer.enable_progress_bar=false", "episodes.test_episodes=2", "episodes.val_episodes=2",
                  f"run_dir={tmp_path}"]
     cfg = compose(overrides)
-    arsc_or_skip(cfg)
     res = run_experiment(cfg)
     assert 0.0 <= res.metrics["test/acc"] <= 1.0
     assert len(res.episodes) >= 1

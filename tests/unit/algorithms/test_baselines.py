@@ -10,6 +10,7 @@ import torch
 from metarec.algorithms.finetune import FineTune
 from metarec.algorithms.linear_probe import LinearProbe
 from metarec.algorithms.lora import LoRA
+from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.metasgd import MetaSGD
 from metarec.algorithms.transfer import Baseline, BaselinePP
 from metarec.data.datamodule import EpisodicDataModule
@@ -136,7 +137,7 @@ def test_lora_rejects_a_frozen_encoder():
 
 
 # -- Baseline / Baseline++ ------------------------------------------------------------------
-@pytest.mark.parametrize("cls", [Baseline, BaselinePP])
+@pytest.mark.parametrize("cls", [Baseline, BaselinePP, MultiTaskPrior])
 def test_transfer_multitask_stage_sees_only_meta_training_classes(toy, tmp_path, cls):
     family, _, _ = toy
     dm = _datamodule(toy)
@@ -184,7 +185,7 @@ def test_metasgd_inner_lrs_are_parameters_and_learn(toy):
 
 # -- multi-task heads and the label-aware prior (the ARSC recipe) ----------------------------
 def test_fit_head_center_pulls_towards_the_given_head():
-    from metarec.algorithms.linear_probe import fit_head
+    from metarec.algorithms.fitting import fit_head
     from metarec.models.heads import LinearHead
 
     g = torch.Generator().manual_seed(0)
@@ -203,7 +204,7 @@ def test_fit_head_center_pulls_towards_the_given_head():
 
 
 def test_prior_key():
-    from metarec.algorithms.transfer import prior_key
+    from metarec.algorithms.task_prior import prior_key
 
     assert prior_key("apparel.t2:negative", "label") == "negative"
     assert prior_key("apparel.t2:negative", "subtask") == "t2:negative"
@@ -240,14 +241,15 @@ def _named_family():
 
 
 def _named_setup(**model_kwargs):
-    """The named family, a top_k tiny encoder, its datamodule and a bound multi-task Baseline."""
+    """The named family, a top_k tiny encoder, its datamodule and a bound ARSC recipe model."""
     family = _named_family()
     encoder = tiny_encoder(freeze="top_k", top_k=1)
     features = FeatureStore(encoder, family.corpus.texts, cache_dir=False)
     dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=2, meta_batch_size=2, max_steps=2,
                             val_episodes=1, test_episodes=1)
-    model = Baseline(encoder=encoder, n_way=2, train_softmax="episode", test_head="prior", prior_match="subtask",
-                     prior_l2=float("inf"), max_steps=2, **model_kwargs)
+    model_kwargs.setdefault("logit_adjust", 0.0)
+    model = MultiTaskPrior(encoder=encoder, n_way=2, prior_match="subtask", prior_l2=float("inf"), max_steps=2,
+                           **model_kwargs)
     model.bind_family(family)
     dm.setup("fit")
     return encoder, dm, model
@@ -281,10 +283,10 @@ def test_episode_softmax_and_prior_head_follow_the_class_names(tmp_path):
     _, adapted = model.episode_forward(test)
     _assert_bit_identical(before, _state(encoder))
     assert not torch.allclose(plain, adapted)
-    with pytest.raises(ValueError, match="test_head must be one of"):
-        Baseline(encoder=encoder, n_way=2, test_head="nope")
-    with pytest.raises(ValueError, match="adapt_steps needs test_head='prior'"):
-        Baseline(encoder=encoder, n_way=2, adapt_steps=2)
+    with pytest.raises(ValueError, match="train_softmax must be one of"):
+        MultiTaskPrior(encoder=encoder, n_way=2, train_softmax="nope")
+    with pytest.raises(ValueError, match="adapt_steps must be >= 0"):
+        MultiTaskPrior(encoder=encoder, n_way=2, adapt_steps=-1)
 
 
 def test_support_weighted_prior_is_the_posterior_mean_over_matching_tasks():
@@ -323,9 +325,9 @@ def test_support_weighted_prior_is_the_posterior_mean_over_matching_tasks():
     w_mean, _ = model.prior_head(test, support)
     torch.testing.assert_close(w_mean, 0.5 * (lin.weight[a] + lin.weight[b]))
     with pytest.raises(ValueError, match="prior_weighting must be one of"):
-        Baseline(encoder=encoder, n_way=2, prior_weighting="nope")
+        MultiTaskPrior(encoder=encoder, n_way=2, prior_weighting="nope")
     with pytest.raises(ValueError, match="prior_temperature must be > 0"):
-        Baseline(encoder=encoder, n_way=2, prior_temperature=0.0)
+        MultiTaskPrior(encoder=encoder, n_way=2, prior_temperature=0.0)
 
 
 def test_shared_head_trains_one_row_per_key_and_is_the_prior():
@@ -351,9 +353,9 @@ def test_shared_head_trains_one_row_per_key_and_is_the_prior():
     torch.testing.assert_close(w0, lin.weight[rows])
     torch.testing.assert_close(b0, lin.bias[rows])
     with pytest.raises(ValueError, match="shared_head must be None or one of"):
-        Baseline(encoder=encoder, n_way=2, shared_head="domain")
+        MultiTaskPrior(encoder=encoder, n_way=2, shared_head="domain")
     with pytest.raises(ValueError, match="prior_weighting='support' weighs per-task heads"):
-        Baseline(encoder=encoder, n_way=2, shared_head="subtask", prior_weighting="support")
+        MultiTaskPrior(encoder=encoder, n_way=2, shared_head="subtask", prior_weighting="support")
 
 
 def test_logit_adjust_adds_the_training_tasks_log_class_frequencies(caplog):
@@ -361,12 +363,12 @@ def test_logit_adjust_adds_the_training_tasks_log_class_frequencies(caplog):
 
     import numpy as np
 
-    from metarec.algorithms.transfer import key_frequencies
+    from metarec.algorithms.task_prior import key_frequencies
     from metarec.data.family import Task
 
     encoder, dm, model = _named_setup(logit_adjust=1.0)
     # The named family is balanced: every key has frequency 1/2.
-    assert model.key_frequency == {"t2:negative": 0.5, "t2:positive": 0.5, "t4:negative": 0.5, "t4:positive": 0.5}
+    assert model.logit_adjustment.frequency == {"t2:negative": 0.5, "t2:positive": 0.5, "t4:negative": 0.5, "t4:positive": 0.5}
     family = _named_family()
     a = family.splits["train"][0]                           # a.t2: keep 2 of its 8 negatives
     keep = np.r_[np.flatnonzero(a.labels % 2 == 0)[:2], np.flatnonzero(a.labels % 2 == 1)]
@@ -375,19 +377,19 @@ def test_logit_adjust_adds_the_training_tasks_log_class_frequencies(caplog):
     # t2 rows: a.t2 2 negative + 8 positive, b.t2 8 + 8 -> negative 10/26; c.t4 stays balanced.
     assert freq == pytest.approx({"t2:negative": 10 / 26, "t2:positive": 16 / 26, "t4:negative": 0.5, "t4:positive": 0.5})
     assert key_frequencies(family, "label") == pytest.approx({"negative": 18 / 42, "positive": 24 / 42})
-    model.key_frequency = freq
+    model.logit_adjustment.frequency = freq
     test = dm.eval_dataset("test")[0]                      # d.t2
-    model.logit_adjust = 0.0
+    model.logit_adjustment.tau = 0.0
     _, plain = model.episode_forward(test)
-    model.logit_adjust = 0.5
+    model.logit_adjustment.tau = 0.5
     _, adjusted = model.episode_forward(test)
     log_pi = torch.log(torch.tensor([freq[c.split(".", 1)[1]] for c in test.classes]))
     torch.testing.assert_close(adjusted - plain, 0.5 * log_pi.expand_as(plain))
     # No training class with d.t2's keys: the episode keeps the uniform prior, with a warning.
-    model.key_frequency = {"t4:negative": 0.5, "t4:positive": 0.5}
-    with caplog.at_level(logging.WARNING, logger="metarec.algorithms.transfer"):
+    model.logit_adjustment.frequency = {"t4:negative": 0.5, "t4:positive": 0.5}
+    with caplog.at_level(logging.WARNING, logger="metarec.algorithms.task_prior"):
         _, unadjusted = model.episode_forward(test)
     torch.testing.assert_close(unadjusted, plain)
     assert "are not adjusted" in caplog.text
     with pytest.raises(ValueError, match="logit_adjust must be >= 0"):
-        Baseline(encoder=encoder, n_way=2, logit_adjust=-1.0)
+        MultiTaskPrior(encoder=encoder, n_way=2, logit_adjust=-1.0)

@@ -383,7 +383,7 @@ def test_committed_dev_split_is_the_one_the_shared_data_gives(arsc_dir):
     import json
 
     from metarec.data.arsc import make_dev_split
-    shared = arsc_dir  # skips with its reason where the shared data is absent
+    shared = arsc_dir  # the bundled copy: the same files as the shared one the split was drawn from
 
     committed = json.loads((config_dir() / "splits/arsc_dev.json").read_text())
     assert make_dev_split(shared, seed=committed["seed"]) == committed
