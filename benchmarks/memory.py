@@ -1,0 +1,127 @@
+"""Memory: peak RSS and step time of the ARSC recipe with its state cache in RAM vs memory-mapped.
+
+Runs the same meta-training steps twice, each in its own process so that each has its own peak
+resident memory: once with ``features.memory=ram`` (the whole cache read into memory) and once
+with ``features.memory=mmap`` (batches read their rows from the memory-mapped cache file), and
+prints, per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers
+loading the family, tokenizing, opening or building the cache and the steps), the cache size and
+the median step time, and the mmap/ram ratios. Targets (issue 20): peak RSS <= 4 GB memory-mapped,
+step time within 10% of in-RAM.
+
+Build the cache first (a recipe run does, or the first mode here), so that both modes time the
+same work: the build itself writes chunk by chunk and never holds the cache in memory.
+
+    python benchmarks/memory.py                                 # ARSC development protocol, 60 steps
+    python benchmarks/memory.py --steps 30 --repeats 2          # alternate ram/mmap twice
+    python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RECIPE = ["experiment=arsc/multitask_dev"]
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measured run (in its own process): build everything as ``metarec fit`` does, then fit."""
+    import lightning as L
+
+    from metarec.config import compose
+    from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features, build_trainer
+
+    class Timer(L.Callback):
+        def __init__(self) -> None:
+            self.t: list[float] = []
+
+        def on_train_batch_end(self, *a: object) -> None:
+            self.t.append(time.perf_counter())
+
+    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={args.memory}",
+                 "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+    cfg = compose(overrides)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    t0 = time.perf_counter()
+    family = build_family(cfg)
+    encoder = build_encoder(cfg)
+    features = build_features(cfg, encoder, family)
+    setup_s = time.perf_counter() - t0
+    dm = build_datamodule(cfg, family, features)
+    model = build_algorithm(cfg, encoder)
+    timer = Timer()
+    trainer = build_trainer(cfg, Path(args.out) / args.memory, callbacks=[timer], checkpoint=False, logger=False,
+                            limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    steps = [b - a for a, b in zip(timer.t, timer.t[1:])]  # the first step (warm-up) is not timed
+    path = features.cache_path()
+    return {
+        "memory": args.memory, "steps": len(steps), "step_s_median": statistics.median(steps),
+        "step_s_mean": statistics.fmean(steps), "setup_s": setup_s, "cache_hits": features.cache_hits,
+        "cache_bytes": _dir_size(path) if path is not None and path.exists() else 0, "texts": len(features),
+        # ru_maxrss: the kernel's peak resident set of this process, in KiB on Linux (bytes on macOS).
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(RECIPE)})")
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (+1 untimed warm-up)")
+    p.add_argument("--repeats", type=int, default=1, help="ram/mmap pairs, alternated (medians reported)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/memory")
+    p.add_argument("--memory", choices=["ram", "mmap"], help=argparse.SUPPRESS)  # set in the child processes
+    args = p.parse_args()
+    args.overrides = args.overrides or RECIPE
+    if args.memory:  # a child: measure, print one JSON line
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return 0
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[dict]] = {"ram": [], "mmap": []}
+    for _ in range(args.repeats):
+        for memory in ("ram", "mmap"):
+            print(f"measuring {memory} ({args.steps} steps) ...", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, *args.overrides, f"--steps={args.steps + 1}", f"--seed={args.seed}",
+                   f"--out={args.out}", f"--memory={memory}"]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"the {memory} run failed (exit code {proc.returncode}); its output is above", file=sys.stderr)
+                return 1
+            runs[memory].append(json.loads(lines[-1][len("RESULT "):]))
+
+    def med(memory: str, k: str) -> float:
+        return statistics.median(r[k] for r in runs[memory])
+
+    from metarec.evaluation.tables import markdown_table
+
+    rows = [[m, f"{med(m, 'peak_rss_bytes') / 1e9:.2f}", f"{med(m, 'step_s_median'):.3f}", f"{med(m, 'step_s_mean'):.3f}",
+             f"{med(m, 'setup_s'):.0f}"] for m in ("ram", "mmap")]
+    rows.append(["mmap / ram", f"{med('mmap', 'peak_rss_bytes') / med('ram', 'peak_rss_bytes'):.2f}",
+                 f"{med('mmap', 'step_s_median') / med('ram', 'step_s_median'):.3f}",
+                 f"{med('mmap', 'step_s_mean') / med('ram', 'step_s_mean'):.3f}", ""])
+    first = runs["ram"][0]
+    print(f"\n{' '.join(args.overrides)}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
+          f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
+    print(markdown_table(["memory", "peak RSS GB", "step s (median)", "step s (mean)", "setup s (data + cache)"], rows))
+    (Path(args.out) / "memory.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
