@@ -32,6 +32,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO, Optional
@@ -50,6 +51,7 @@ log = get_logger(__name__)
 KINDS = ("tokens", "hidden", "embedding")
 MEMORY = ("mmap", "ram")
 _CHUNK = 16 * 2**20  # bytes per read when checksumming or loading a cache
+ABANDONED_S = 3600  # a temporary build directory not written to for this long was left by a killed build
 
 
 def default_cache_dir() -> Path:
@@ -107,6 +109,23 @@ def _stream_sha256(paths: list[Path], into: Optional[np.ndarray] = None) -> str:
             while n := f.readinto(buf):
                 h.update(view[:n])
     return h.hexdigest()
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Deletes temporary build directories of ``path`` that a killed process left behind.
+
+    A live build writes its ``states.npy`` every batch; one untouched for ``ABANDONED_S`` seconds
+    is dead (it would otherwise keep gigabytes of disk forever).
+    """
+    now = time.time()
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        try:
+            newest = max([tmp.stat().st_mtime, *(f.stat().st_mtime for f in tmp.iterdir())])
+        except OSError:  # finished or removed meanwhile
+            continue
+        if now - newest > ABANDONED_S:
+            log.info("removing %s, an unfinished feature cache not written to for %.0f h", tmp, (now - newest) / 3600)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class _StatesWriter:
@@ -260,6 +279,7 @@ class FeatureStore:
             self.cache_hits += 1
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned(path)
             tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{path.name}.", suffix=".tmp"))
             try:
                 _, index, sha = self._compute(tmp / "states.npy")

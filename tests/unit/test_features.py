@@ -4,7 +4,10 @@ concurrent caches are handled, and the build logs its progress."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -141,3 +144,19 @@ def test_progress_is_silent_when_disabled_and_throttled(caplog):
             Progress(log, "x", 1)
         finally:
             del os.environ["METAREC_PROGRESS_SECONDS"]
+
+
+def test_a_killed_builds_leftovers_are_removed_but_a_live_ones_kept(tmp_path):
+    enc = tiny_encoder(freeze="top_k", top_k=1)
+    probe = FeatureStore(enc, TEXTS[:2], cache_dir=tmp_path)
+    final = probe.cache_path()
+    shutil.rmtree(final)
+    dead, live = tmp_path / f"{final.name}.dead.tmp", tmp_path / f"{final.name}.live.tmp"
+    for d in (dead, live):
+        d.mkdir()
+        (d / "states.npy").write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(dead / "states.npy", (old, old))
+    os.utime(dead, (old, old))
+    FeatureStore(enc, TEXTS[:2], cache_dir=tmp_path)
+    assert not dead.exists() and live.exists() and final.exists()
