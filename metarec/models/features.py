@@ -144,9 +144,11 @@ class _StatesWriter:
         nbytes = len(header) + int(np.prod(shape)) * dtype.itemsize
         self.file = open(path, "wb")
         try:
-            if hasattr(os, "posix_fallocate"):  # reserve the disk space now: a full disk fails here, by name
+            try:  # reserve the disk space now: a full disk fails here, by name, not half-way
                 os.posix_fallocate(self.file.fileno(), 0, nbytes)
-            else:
+            except (AttributeError, OSError) as e:  # no posix_fallocate here, or not on this file system
+                if isinstance(e, OSError) and e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                    raise
                 self.file.truncate(nbytes)
         except OSError as e:
             self.file.close()
@@ -400,6 +402,8 @@ class FeatureStore:
         finally:
             writer.close()
             enc.train(was_training)
+        if writer.pos != total:  # cannot happen unless the encoder changed the rows' lengths
+            raise RuntimeError(f"the feature cache build wrote {writer.pos} of {total} states")
         progress.close()
         return writer.array, index, writer.hash
 
