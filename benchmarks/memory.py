@@ -2,11 +2,13 @@
 
 Runs the same meta-training steps twice, each in its own process so that each has its own peak
 resident memory: once with ``features.memory=ram`` (the whole cache read into memory) and once
-with ``features.memory=mmap`` (batches read their rows from the memory-mapped cache file), and
-prints, per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers
-loading the family, tokenizing, opening or building the cache and the steps; also the peak at the
-end of that setup), the cache size and the median step time, and the mmap/ram ratios. Targets (issue 20): peak RSS <= 4 GB memory-mapped,
-step time within 10% of in-RAM.
+with ``features.memory=mmap`` (batches read their rows from the memory-mapped cache file). Prints,
+per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers loading
+the family, tokenizing, opening or building the cache and the steps; also the peak at the end of
+that setup), the cache size, the median step time (wall, and CPU time of the process: steadier on
+a shared machine), the time per step spent reading features (the only work that differs between
+the modes), and the mmap/ram ratios. Targets (issue 20): peak RSS <= 4 GB memory-mapped, step
+time within 10% of in-RAM.
 
 Build the cache first (a recipe run does, or the first mode here), so that both modes time the
 same work: the build itself writes chunk by chunk and never holds the cache in memory.
@@ -55,11 +57,28 @@ def child(args: argparse.Namespace) -> dict:
     from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features, build_trainer
 
     class Timer(L.Callback):
+        """Wall and CPU (all threads of this process) time at the end of every step."""
+
         def __init__(self) -> None:
-            self.t: list[float] = []
+            self.t: list[tuple[float, float]] = []
 
         def on_train_batch_end(self, *a: object) -> None:
-            self.t.append(time.perf_counter())
+            self.t.append((time.perf_counter(), time.process_time()))
+
+    class TimedLookup:
+        """The feature store, timing its lookups: the only work that differs between the two modes."""
+
+        def __init__(self, store: object) -> None:
+            self.store, self.seconds = store, 0.0
+
+        def __call__(self, rows: object) -> object:
+            t = time.perf_counter()
+            out = self.store(rows)
+            self.seconds += time.perf_counter() - t
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.store, name)
 
     overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={args.memory}",
                  "trainer.enable_progress_bar=false", f"seed={args.seed}"]
@@ -71,17 +90,20 @@ def child(args: argparse.Namespace) -> dict:
     features = build_features(cfg, encoder, family)
     setup_s = time.perf_counter() - t0
     setup_peak = _peak_rss_bytes()
-    dm = build_datamodule(cfg, family, features)
+    lookup = TimedLookup(features)
+    dm = build_datamodule(cfg, family, lookup)  # type: ignore[arg-type]
     model = build_algorithm(cfg, encoder)
     timer = Timer()
     trainer = build_trainer(cfg, Path(args.out) / args.memory, callbacks=[timer], checkpoint=False, logger=False,
                             limit_val_batches=0)
     trainer.fit(model, datamodule=dm)
-    steps = [b - a for a, b in zip(timer.t, timer.t[1:])]  # the first step (warm-up) is not timed
+    steps = [b[0] - a[0] for a, b in zip(timer.t, timer.t[1:])]  # the first step (warm-up) is not timed
+    cpu = [b[1] - a[1] for a, b in zip(timer.t, timer.t[1:])]
     path = features.cache_path()
     return {
         "memory": args.memory, "steps": len(steps), "step_s_median": statistics.median(steps),
-        "step_s_mean": statistics.fmean(steps), "setup_s": setup_s, "cache_hits": features.cache_hits,
+        "step_s_mean": statistics.fmean(steps), "step_cpu_s_median": statistics.median(cpu),
+        "lookup_s_per_step": lookup.seconds / (len(steps) + 1), "setup_s": setup_s, "cache_hits": features.cache_hits,
         "cache_bytes": _dir_size(path) if path is not None and path.exists() else 0, "texts": len(features),
         "peak_rss_bytes": _peak_rss_bytes(), "peak_rss_setup_bytes": setup_peak,
     }
@@ -92,6 +114,7 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(RECIPE)})")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (+1 untimed warm-up)")
     p.add_argument("--repeats", type=int, default=1, help="ram/mmap pairs, alternated (medians reported)")
+    p.add_argument("--modes", default="ram,mmap", help="the modes to run, e.g. mmap alone (no ratios then)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/memory")
     p.add_argument("--memory", choices=["ram", "mmap"], help=argparse.SUPPRESS)  # set in the child processes
@@ -101,9 +124,12 @@ def main() -> int:
         print("RESULT " + json.dumps(child(args)), flush=True)
         return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    runs: dict[str, list[dict]] = {"ram": [], "mmap": []}
+    modes = args.modes.split(",")
+    if not modes or set(modes) - {"ram", "mmap"}:
+        p.error(f"--modes must list ram and/or mmap, got {args.modes!r}")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.repeats):
-        for memory in ("ram", "mmap"):
+        for memory in modes:
             print(f"measuring {memory} ({args.steps} steps) ...", file=sys.stderr, flush=True)
             cmd = [sys.executable, __file__, *args.overrides, f"--steps={args.steps + 1}", f"--seed={args.seed}",
                    f"--out={args.out}", f"--memory={memory}"]
@@ -119,17 +145,16 @@ def main() -> int:
 
     from metarec.evaluation.tables import markdown_table
 
-    rows = [[m, f"{med(m, 'peak_rss_bytes') / 1e9:.2f}", f"{med(m, 'peak_rss_setup_bytes') / 1e9:.2f}",
-             f"{med(m, 'step_s_median'):.3f}", f"{med(m, 'step_s_mean'):.3f}", f"{med(m, 'setup_s'):.0f}"]
-            for m in ("ram", "mmap")]
-    rows.append(["mmap / ram", f"{med('mmap', 'peak_rss_bytes') / med('ram', 'peak_rss_bytes'):.2f}",
-                 f"{med('mmap', 'peak_rss_setup_bytes') / med('ram', 'peak_rss_setup_bytes'):.2f}",
-                 f"{med('mmap', 'step_s_median') / med('ram', 'step_s_median'):.3f}",
-                 f"{med('mmap', 'step_s_mean') / med('ram', 'step_s_mean'):.3f}", ""])
-    first = runs["ram"][0]
+    keys = [("peak_rss_bytes", 1e9, 2), ("peak_rss_setup_bytes", 1e9, 2), ("step_s_median", 1, 3),
+            ("step_s_mean", 1, 3), ("step_cpu_s_median", 1, 3), ("lookup_s_per_step", 1, 4)]
+    rows = [[m, *(f"{med(m, k) / scale:.{d}f}" for k, scale, d in keys), f"{med(m, 'setup_s'):.0f}"] for m in modes]
+    if len(modes) == 2:
+        rows.append(["mmap / ram", *(f"{med('mmap', k) / med('ram', k):.3f}" for k, _, _ in keys), ""])
+    first = runs[modes[0]][0]
     print(f"\n{' '.join(args.overrides)}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
           f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
-    print(markdown_table(["memory", "peak RSS GB", "peak after setup GB", "step s (median)", "step s (mean)", "setup s (data + cache)"], rows))
+    print(markdown_table(["memory", "peak RSS GB", "peak after setup GB", "step s (median)", "step s (mean)",
+                          "step CPU s (median)", "lookup s / step", "setup s (data + cache)"], rows))
     (Path(args.out) / "memory.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
     return 0
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import itertools
 import json
 import mmap
 import os
@@ -51,6 +52,7 @@ log = get_logger(__name__)
 KINDS = ("tokens", "hidden", "embedding")
 MEMORY = ("mmap", "ram")
 _CHUNK = 16 * 2**20  # bytes per read when checksumming or loading a cache
+_TOKENIZE_CHUNK = 4096  # texts per tokenizer call
 ABANDONED_S = 3600  # a temporary build directory not written to for this long was left by a killed build
 
 
@@ -229,7 +231,7 @@ class FeatureStore:
         self.cache_hits = 0
         self.texts_hash = texts_hash(texts)  # also the corpus identity in episode fingerprints
         self._key: Optional[dict[str, Any]] = None
-        self._tokens: Optional[list[Tensor]] = None
+        self._tokens: Optional[tuple[np.ndarray, np.ndarray]] = None  # ids of all rows (int32), row starts (n + 1,)
         self._states: Optional[np.ndarray] = None  # (n_states, dim): in memory, or a view of self._mmap
         self._index: Optional[np.ndarray] = None  # (n_rows, 2): first state, number of states
         self._mmap: Optional[mmap.mmap] = None
@@ -267,8 +269,25 @@ class FeatureStore:
         return self.cache_dir / f"{self.kind}-{digest}"
 
     # -- building ---------------------------------------------------------------------------
-    def _tokenize_all(self) -> list[Tensor]:
-        return [torch.tensor(ids, dtype=torch.long) for ids in self.encoder.token_ids(self.texts)]
+    def _tokenize_all(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of every text, flat, and each row's start ``(n + 1,)``.
+
+        In chunks, into one int32 array: the tokenizer's Python lists for a whole corpus would take
+        several times the memory, and the process would keep much of it after they are freed.
+        """
+        chunks, lengths = [], []
+        for i in range(0, len(self.texts), _TOKENIZE_CHUNK):
+            ids = self.encoder.token_ids(self.texts[i: i + _TOKENIZE_CHUNK])
+            lengths.extend(len(x) for x in ids)
+            chunks.append(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32))
+        starts = np.zeros(len(self.texts) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return (np.concatenate(chunks) if chunks else np.zeros(0, np.int32)), starts
+
+    def _row_tokens(self, rows: list[int]) -> list[Tensor]:
+        assert self._tokens is not None
+        ids, starts = self._tokens
+        return [torch.from_numpy(ids[starts[i]: starts[i + 1]].astype(np.int64)) for i in rows]
 
     def _build(self) -> None:
         self._tokens = self._tokenize_all()
@@ -371,8 +390,8 @@ class FeatureStore:
         enc = self.encoder
         was_training = enc.training
         enc.eval()
-        n = len(self._tokens)
-        lengths = torch.tensor([len(t) for t in self._tokens], dtype=torch.long)
+        n = len(self.texts)
+        lengths = torch.from_numpy(np.diff(self._tokens[1]))
         # Similar lengths -> little padding; stable so the layout is the same on every machine.
         order = torch.argsort(lengths, descending=True, stable=True)
         per_row = lengths if self.kind == "hidden" else torch.ones(n, dtype=torch.long)
@@ -390,7 +409,7 @@ class FeatureStore:
             for start in tqdm(range(0, n, self.batch_size), desc=f"caching {self.kind} states", unit="batch",
                               disable=None, leave=False):
                 rows = order[start: start + self.batch_size].tolist()
-                batch = self._pad([self._tokens[i] for i in rows])
+                batch = self._pad(self._row_tokens(rows))
                 with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.autocast):
                     if self.kind == "embedding":
                         chunk = enc(batch).float()
@@ -426,8 +445,7 @@ class FeatureStore:
         with their mask ``(m, width)``, or embeddings ``(m, dim)``."""
         rows_l = rows.tolist()
         if self.kind == "tokens":
-            assert self._tokens is not None
-            return self._pad([self._tokens[i] for i in rows_l])
+            return self._pad(self._row_tokens(rows_l))
         assert self._states is not None and self._index is not None
         idx = self._index[rows_l]
         if self.kind == "embedding":
