@@ -1,9 +1,17 @@
-"""Library logging: one logger per module, messages from rank 0 only under DDP."""
+"""Library logging: one logger per module, messages from rank 0 only under DDP.
+
+:class:`Progress` puts the progress of a long phase (cache build, fit, test) into the log at a
+steady interval when stderr is not a terminal: tqdm bars are off then, and a run redirected to a
+file would otherwise be silent for tens of minutes.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import time
+from typing import Optional
 
 
 class _RankZeroFilter(logging.Filter):
@@ -17,3 +25,78 @@ def get_logger(name: str) -> logging.Logger:
     if not any(isinstance(f, _RankZeroFilter) for f in logger.filters):
         logger.addFilter(_RankZeroFilter())
     return logger
+
+
+def progress_interval() -> float:
+    """Seconds between progress lines: ``$METAREC_PROGRESS_SECONDS``, default 30."""
+    raw = os.environ.get("METAREC_PROGRESS_SECONDS", "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"METAREC_PROGRESS_SECONDS must be a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"METAREC_PROGRESS_SECONDS must be >= 0, got {raw!r}")
+    return value
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class Progress:
+    """Logs ``what: done/total unit (pct), rate unit/s, ETA`` every ``interval`` seconds.
+
+    Silent when stderr is a terminal (a tqdm bar shows the same there) unless ``enabled`` says
+    otherwise; messages go through the rank-0 filter of :func:`get_logger`.
+
+    Args:
+        logger: the module's logger.
+        what: the phase, e.g. ``"caching hidden states"``.
+        total: units the phase will process (``None``: unknown, no percentage or ETA).
+        unit: the unit's name (``"rows"``, ``"steps"``, ``"episodes"``).
+        interval: seconds between lines; ``None``: :func:`progress_interval`.
+        enabled: ``None``: log only when stderr is not a TTY.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str, total: Optional[int], unit: str = "rows",
+                 interval: Optional[float] = None, enabled: Optional[bool] = None) -> None:
+        self.logger = logger
+        self.what = what
+        self.total = total
+        self.unit = unit
+        self.interval = progress_interval() if interval is None else float(interval)
+        self.enabled = (not sys.stderr.isatty()) if enabled is None else bool(enabled)
+        self.done = 0
+        self._t0 = time.perf_counter()
+        self._last = self._t0
+
+    def line(self) -> str:
+        """The current progress line (also what :meth:`update` logs)."""
+        elapsed = time.perf_counter() - self._t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        msg = f"{self.what}: {self.done:,}"
+        if self.total:
+            msg += f"/{self.total:,} {self.unit} ({100 * self.done / self.total:.0f}%)"
+        else:
+            msg += f" {self.unit}"
+        msg += f", {rate:,.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f", {1 / rate:,.2f} s/{self.unit[:-1] or self.unit}"
+        msg += f", elapsed {_duration(elapsed)}"
+        if self.total and rate > 0 and self.done < self.total:
+            msg += f", ETA {_duration((self.total - self.done) / rate)}"
+        return msg
+
+    def update(self, n: int = 1) -> None:
+        """Counts ``n`` more units; logs a line when ``interval`` seconds passed since the last."""
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and now - self._last >= self.interval:
+            self._last = now
+            self.logger.info(self.line())
+
+    def close(self) -> None:
+        """Logs the final line (totals and the mean rate) once the phase ends."""
+        if self.enabled:
+            self.logger.info(self.line() + " (done)")

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from metarec.callbacks import LastCheckpoint
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
+from metarec.progress import LogProgress
 from metarec.registry import ENCODERS, FAMILIES
 
 
@@ -62,7 +63,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     being the one tested.
     """
     t = cfg.trainer
-    cbs = list(callbacks)
+    cbs = [*callbacks, LogProgress()]  # progress lines in the log when stderr is not a terminal
     if checkpoint:
         keep = int(t.get("keep_checkpoints", 1))
         if keep == 0 or keep < -1:

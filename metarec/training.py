@@ -45,7 +45,7 @@ def build_features(cfg: DictConfig, encoder: TextEncoder, family: TaskFamily) ->
     cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
     return FeatureStore(encoder, family.corpus.texts, kind=kind, cache_dir=cache_dir,
                         batch_size=int(cfg.features.get("batch_size", 64)),
-                        autocast=bool(cfg.features.get("autocast", False)))
+                        autocast=bool(cfg.features.get("autocast", False)), memory=cfg.features.get("memory"))
 
 
 def build_datamodule(cfg: DictConfig, family: TaskFamily, features: FeatureStore) -> EpisodicDataModule:

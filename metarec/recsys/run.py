@@ -60,7 +60,7 @@ def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[st
     cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
     texts = family.item_texts
     store = FeatureStore(encoder, texts, kind="embedding", cache_dir=cache_dir,
-                         batch_size=int(cfg.features.get("batch_size", 64)))
+                         batch_size=int(cfg.features.get("batch_size", 64)), memory=cfg.features.get("memory"))
     table = family.feature_table(store(torch.arange(len(texts))))
     dm = ColdStartDataModule(family, table, meta_batch_size=int(cfg.episodes.meta_batch_size),
                              max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed))

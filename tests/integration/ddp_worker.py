@@ -29,7 +29,9 @@ def main() -> None:
     L.seed_everything(0, verbose=False)
     family = toy_family()
     enc = tiny_encoder(freeze="top_k", top_k=1)
-    features = FeatureStore(enc, family.corpus.texts, cache_dir=False, store_dtype=torch.float32)
+    # One memory-mapped cache on disk, built by the first run and read by both DDP ranks.
+    features = FeatureStore(enc, family.corpus.texts, cache_dir=Path(out).parent / "feature-cache",
+                            store_dtype=torch.float32, memory="mmap")
     dm = EpisodicDataModule(family, features, n_way=2, n_shot=2, n_query=3, meta_batch_size=meta_batch,
                             max_steps=steps, val_episodes=2, test_episodes=7)
     cfg = compose([f"algorithm={algo}", "encoder=tiny_bert", f"trainer.max_steps={steps}",

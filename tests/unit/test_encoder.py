@@ -24,11 +24,13 @@ def test_frozen_embeddings_cache_roundtrip_and_corruption(tmp_path, caplog):
     assert path is not None and path.exists() and a.cache_hits == 0
     b = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
     assert b.cache_hits == 1
-    torch.testing.assert_close(a(torch.arange(4)), b(torch.arange(4)))
-    path.write_bytes(path.read_bytes()[:100])  # truncate: corrupt
+    expected = a(torch.arange(4))  # read now: `a` maps the file that is corrupted in place below
+    torch.testing.assert_close(expected, b(torch.arange(4)))
+    states = path / "states.npy"
+    states.write_bytes(states.read_bytes()[:100])  # truncate: corrupt
     c = FeatureStore(enc, TEXTS, cache_dir=tmp_path)
     assert c.cache_hits == 0 and "rebuilding" in caplog.text
-    torch.testing.assert_close(a(torch.arange(4)), c(torch.arange(4)))
+    torch.testing.assert_close(expected, c(torch.arange(4)))
 
 
 def test_cache_key_depends_on_texts_and_weights(tmp_path):

@@ -1,0 +1,163 @@
+"""Memory: peak RSS and step time of the ARSC recipe with its state cache in RAM vs memory-mapped.
+
+Runs the same meta-training steps twice, each in its own process so that each has its own peak
+resident memory: once with ``features.memory=ram`` (the whole cache read into memory) and once
+with ``features.memory=mmap`` (batches read their rows from the memory-mapped cache file). Prints,
+per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers loading
+the family, tokenizing, opening or building the cache and the steps; also the peak at the end of
+that setup), the cache size, the median step time (wall, and CPU time of the process: steadier on
+a shared machine), the time per step spent reading features (the only work that differs between
+the modes), and the mmap/ram ratios. Targets (issue 20): peak RSS <= 4 GB memory-mapped, step
+time within 10% of in-RAM.
+
+Build the cache first (a recipe run does, or the first mode here), so that both modes time the
+same work: the build itself writes chunk by chunk and never holds the cache in memory.
+
+    python benchmarks/memory.py                                 # ARSC development protocol, 60 steps
+    python benchmarks/memory.py --steps 30 --repeats 2          # alternate ram/mmap twice
+    python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RECIPE = ["experiment=arsc/multitask_dev"]
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _peak_rss_bytes() -> int:
+    """The kernel's peak resident set of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One measured run (in its own process): build everything as ``metarec fit`` does, then fit."""
+    import logging
+
+    import lightning as L
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # progress lines
+
+    from metarec.config import compose
+    from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features, build_trainer
+
+    class Timer(L.Callback):
+        """Wall and CPU (all threads of this process) time at the end of every step."""
+
+        def __init__(self) -> None:
+            self.t: list[tuple[float, float]] = []
+
+        def on_train_batch_end(self, *a: object) -> None:
+            self.t.append((time.perf_counter(), time.process_time()))
+
+    class TimedLookup:
+        """The feature store, timing its lookups: the only work that differs between the two modes."""
+
+        def __init__(self, store: object) -> None:
+            self.store, self.seconds = store, 0.0
+
+        def __call__(self, rows: object) -> object:
+            t = time.perf_counter()
+            out = self.store(rows)
+            self.seconds += time.perf_counter() - t
+            return out
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.store, name)
+
+    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={args.memory}",
+                 "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+    cfg = compose(overrides)
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    t0 = time.perf_counter()
+    family = build_family(cfg)
+    encoder = build_encoder(cfg)
+    features = build_features(cfg, encoder, family)
+    setup_s = time.perf_counter() - t0
+    setup_peak = _peak_rss_bytes()
+    lookup = TimedLookup(features)
+    dm = build_datamodule(cfg, family, lookup)  # type: ignore[arg-type]
+    model = build_algorithm(cfg, encoder)
+    timer = Timer()
+    trainer = build_trainer(cfg, Path(args.out) / args.memory, callbacks=[timer], checkpoint=False, logger=False,
+                            limit_val_batches=0)
+    trainer.fit(model, datamodule=dm)
+    steps = [b[0] - a[0] for a, b in zip(timer.t, timer.t[1:])]  # the first step (warm-up) is not timed
+    cpu = [b[1] - a[1] for a, b in zip(timer.t, timer.t[1:])]
+    path = features.cache_path()
+    return {
+        "memory": args.memory, "steps": len(steps), "step_s_median": statistics.median(steps),
+        "step_s_mean": statistics.fmean(steps), "step_cpu_s_median": statistics.median(cpu),
+        "lookup_s_per_step": lookup.seconds / (len(steps) + 1), "setup_s": setup_s, "cache_hits": features.cache_hits,
+        "cache_bytes": _dir_size(path) if path is not None and path.exists() else 0, "texts": len(features),
+        "peak_rss_bytes": _peak_rss_bytes(), "peak_rss_setup_bytes": setup_peak,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(RECIPE)})")
+    p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (+1 untimed warm-up)")
+    p.add_argument("--repeats", type=int, default=1, help="ram/mmap pairs, alternated (medians reported)")
+    p.add_argument("--modes", default="ram,mmap", help="the modes to run, e.g. mmap alone (no ratios then)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/memory")
+    p.add_argument("--memory", choices=["ram", "mmap"], help=argparse.SUPPRESS)  # set in the child processes
+    args = p.parse_args()
+    args.overrides = args.overrides or RECIPE
+    if args.memory:  # a child: measure, print one JSON line
+        print("RESULT " + json.dumps(child(args)), flush=True)
+        return 0
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    modes = args.modes.split(",")
+    if not modes or set(modes) - {"ram", "mmap"}:
+        p.error(f"--modes must list ram and/or mmap, got {args.modes!r}")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for memory in modes:
+            print(f"measuring {memory} ({args.steps} steps) ...", file=sys.stderr, flush=True)
+            cmd = [sys.executable, __file__, *args.overrides, f"--steps={args.steps + 1}", f"--seed={args.seed}",
+                   f"--out={args.out}", f"--memory={memory}"]
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"the {memory} run failed (exit code {proc.returncode}); its output is above", file=sys.stderr)
+                return 1
+            runs[memory].append(json.loads(lines[-1][len("RESULT "):]))
+
+    def med(memory: str, k: str) -> float:
+        return statistics.median(r[k] for r in runs[memory])
+
+    from metarec.evaluation.tables import markdown_table
+
+    keys = [("peak_rss_bytes", 1e9, 2), ("peak_rss_setup_bytes", 1e9, 2), ("step_s_median", 1, 3),
+            ("step_s_mean", 1, 3), ("step_cpu_s_median", 1, 3), ("lookup_s_per_step", 1, 4)]
+    rows = [[m, *(f"{med(m, k) / scale:.{d}f}" for k, scale, d in keys), f"{med(m, 'setup_s'):.0f}"] for m in modes]
+    if len(modes) == 2:
+        rows.append(["mmap / ram", *(f"{med('mmap', k) / med('ram', k):.3f}" for k, _, _ in keys), ""])
+    first = runs[modes[0]][0]
+    print(f"\n{' '.join(args.overrides)}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
+          f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
+    print(markdown_table(["memory", "peak RSS GB", "peak after setup GB", "step s (median)", "step s (mean)",
+                          "step CPU s (median)", "lookup s / step", "setup s (data + cache)"], rows))
+    (Path(args.out) / "memory.json").write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
