@@ -13,6 +13,8 @@ from metarec.algorithms.finetune import FineTune
 from metarec.algorithms.lora import LoRA
 from metarec.algorithms.transfer import Baseline, BaselinePP
 from metarec.algorithms.metasgd import MetaSGD
+from metarec.algorithms.zero_shot import ZeroShot
+from metarec.algorithms.setfit import SetFit
 
 __all__ = ["MetaLearner", "ProtoNet", "NearestPrototype", "MAML", "FOMAML", "ANIL"]
-__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MetaSGD"]
+__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MetaSGD", "ZeroShot", "SetFit"]
