@@ -166,6 +166,9 @@ def markdown_report(suite: Suite, rows: list[dict[str, Any]]) -> str:
         if any("note" in x for x in suite.reported):
             header.append("note")
         parts.append("**Reported** (copied from the cited papers, not measured here)\n\n" + markdown_table(header, rep))
+    if suite.exclude:
+        parts.append("Not run (do not apply):\n" + "\n".join(f"- `{e['method']}` on `{e['family']}`: {e['reason']}"
+                                                             for e in suite.exclude))
     refused = [r["paired"] for r in rows if r["paired"].startswith("refused")]
     if refused:
         parts.append("Refused pairings:\n" + "\n".join(f"- {m}" for m in refused))

@@ -97,3 +97,15 @@ def test_shipped_suites_load():
     for p in suites:
         s = load_suite(p)
         assert s.cells()
+
+
+def test_excluded_pairs_are_not_cells_and_are_named_in_the_report(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nmethods: {a: [], b: []}\nfamilies: {f: [], g: []}\n"
+                 "exclude: [{method: b, family: g, reason: needs f's labels}]\n")
+    suite = load_suite(p)
+    assert sorted(c.id for c in suite.cells()) == ["a/f/5shot/seed0", "a/g/5shot/seed0", "b/f/5shot/seed0"]
+    assert "- `b` on `g`: needs f's labels" in markdown_report(suite, [])
+    p.write_text("name: x\nmethods: {a: []}\nfamilies: {f: []}\nexclude: [{method: c, family: f, reason: r}]\n")
+    with pytest.raises(SuiteError, match=r"s.yaml: exclude\[0\] names method 'c'"):
+        load_suite(p)
