@@ -165,13 +165,16 @@ class SetFit(MetaLearner):
         )
         data = Dataset.from_dict({"text": self.episode_texts(episode.support_idx),
                                   "label": episode.support_y.tolist()})
-        with quiet_libraries(), restored_global_rng(device), torch.enable_grad():
+        # fp32 outside the test loop's autocast: SetFit's default recipe trains in fp32, and its
+        # scikit-learn head needs fp32 NumPy embeddings.
+        with quiet_libraries(), restored_global_rng(device), torch.enable_grad(), \
+                torch.autocast(device.type, enabled=False):
             Trainer(model=model, args=args, train_dataset=data).train()
         return model
 
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
         model = self.fit_episode(episode)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(episode.query_y.device.type, enabled=False):
             proba = model.predict_proba(self.episode_texts(episode.query_idx), as_numpy=True)
         classes = list(model.model_head.classes_)
         if classes != list(range(episode.n_way)):
