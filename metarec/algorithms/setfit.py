@@ -84,7 +84,8 @@ class SetFit(MetaLearner):
         num_epochs: epochs over the sampled pairs (SetFit default 1).
         body_learning_rate: AdamW learning rate of the body (SetFit default 2e-5).
         num_iterations: SetFit's pair budget (``None``: its default oversampling of the unique pairs).
-        max_steps: cap on body steps (-1: none).
+        body_max_steps: cap on body steps (-1: none; SetFit's ``max_steps``, renamed apart from the
+            meta-training ``max_steps`` every algorithm gets).
         normalize: end the body with L2 normalization, as the all-MiniLM-L6-v2 sentence
             transformer does.
         seed: seeds each episode's run (``stream_seed(seed, "SetFit", episode.index)``).
@@ -94,7 +95,7 @@ class SetFit(MetaLearner):
     trains = False
 
     def __init__(self, batch_size: int = 16, num_epochs: int = 1, body_learning_rate: float = 2e-5,
-                 num_iterations: Optional[int] = None, max_steps: int = -1, normalize: bool = True,
+                 num_iterations: Optional[int] = None, body_max_steps: int = -1, normalize: bool = True,
                  seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if batch_size < 1 or num_epochs < 1:
@@ -105,7 +106,7 @@ class SetFit(MetaLearner):
         self.num_epochs = int(num_epochs)
         self.body_learning_rate = float(body_learning_rate)
         self.num_iterations = None if num_iterations is None else int(num_iterations)
-        self.max_steps = int(max_steps)
+        self.body_max_steps = int(body_max_steps)
         self.normalize = bool(normalize)
         self.seed = int(seed)
         self.texts: Optional[Sequence[str]] = None
@@ -158,7 +159,7 @@ class SetFit(MetaLearner):
         model = SetFitModel(model_body=body, model_head=LogisticRegression())
         args = TrainingArguments(
             output_dir=str(Path(self._tmp.name) / "trainer"), batch_size=self.batch_size, num_epochs=self.num_epochs,
-            body_learning_rate=self.body_learning_rate, num_iterations=self.num_iterations, max_steps=self.max_steps,
+            body_learning_rate=self.body_learning_rate, num_iterations=self.num_iterations, max_steps=self.body_max_steps,
             # numpy's global seed (set by setfit) must fit in 32 bits.
             seed=stream_seed(self.seed, type(self).__name__, episode.index) % 2**32, report_to="none",
             show_progress_bar=False, save_strategy="no", logging_strategy="no",

@@ -33,7 +33,7 @@ def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_setfit_trains_on_the_support_only_and_resets_the_body(toy):
     corpus, encoder, ds = toy
-    model = SetFit(encoder=encoder, n_way=2, max_steps=3).eval()
+    model = SetFit(encoder=encoder, n_way=2, body_max_steps=3).eval()
     model.bind_texts(corpus.texts)
     encoder_before = _state(encoder)
     body_before = _state(model.pristine_body())
@@ -65,7 +65,7 @@ def test_setfit_reads_only_the_support_rows(toy):
             seen.append(i)
             return super().__getitem__(i)
 
-    model = SetFit(encoder=encoder, n_way=2, max_steps=1).eval()
+    model = SetFit(encoder=encoder, n_way=2, body_max_steps=1).eval()
     model.bind_texts(Spy(corpus.texts))
     model.fit_episode(episode)
     assert seen and set(seen) <= support, "setfit read a text outside the support set while fitting"
