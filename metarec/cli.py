@@ -41,7 +41,8 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
         from metarec.evaluation.tables import per_task_table
 
         print(per_task_table(result.episodes))
-    print(f"{name}: test accuracy {format_acc(m['test/acc'], m.get('test/acc_ci95', float('nan')))} "
+    f1 = (f", macro-F1 {format_acc(m['test/f1'], m.get('test/f1_ci95', float('nan')))}" if "test/f1" in m else "")
+    print(f"{name}: test accuracy {format_acc(m['test/acc'], m.get('test/acc_ci95', float('nan')))}{f1} "
           f"over {len(result.episodes)} episodes (episode set {result.episode_set}); run dir {result.run_dir}")
 
 

@@ -66,6 +66,10 @@ pipq install -e "$root[dev]"
 # The embedded ml-100k data of the cold-start family: the files the recbole wheel ships
 # (recbole/dataset_example/ml-100k). --no-deps: metarec only reads those files, never imports recbole.
 pipq install --no-deps "recbole==1.2.1"
+# The setfit algorithm (metarec/algorithms/setfit.py). --no-deps: every `datasets` release that
+# setfit needs either wants pyarrow >= 24 (pinned < 22 above) or caps huggingface_hub below the
+# version transformers brought; setfit only builds an in-memory Dataset, which works with both.
+pipq install --no-deps "setfit==1.2.0" "datasets==5.0.1" "evaluate==0.4.6" "dill==0.4.1" "multiprocess==0.70.19"
 "$venv/bin/python" -c "import metarec, learn2learn, torch, torchvision, transformers, lightning" \
   || { log "import check failed"; exit 1; }
 echo "$want" > "$stamp"

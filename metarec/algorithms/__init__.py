@@ -14,6 +14,8 @@ from metarec.algorithms.lora import LoRA
 from metarec.algorithms.transfer import Baseline, BaselinePP
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.metasgd import MetaSGD
+from metarec.algorithms.zero_shot import ZeroShot
+from metarec.algorithms.setfit import SetFit
 
 __all__ = ["MetaLearner", "ProtoNet", "NearestPrototype", "MAML", "FOMAML", "ANIL"]
-__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MultiTaskPrior", "MetaSGD"]
+__all__ += ["LinearProbe", "FineTune", "LoRA", "Baseline", "BaselinePP", "MultiTaskPrior", "MetaSGD", "ZeroShot", "SetFit"]

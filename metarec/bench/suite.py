@@ -15,6 +15,8 @@ Example (``benchmarks/suites/quickstart.yaml``)::
     seeds: [0]
     reported:                            # published numbers, shown in a separate block
       - {method: Induction Networks, family: arsc, n_shot: 5, value: 85.63, source: "Geng et al. 2019"}
+    exclude:                             # method × family pairs that do not apply (listed in the report)
+      - {method: protonet, family: sentiment, reason: "..."}
 """
 
 from __future__ import annotations
@@ -84,12 +86,18 @@ class Suite:
     synthetic: bool = False
     reported: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
+    exclude: list[dict[str, str]] = field(default_factory=list)
+
+    def excluded(self, method: str, family: str) -> bool:
+        return any(e["method"] == method and e["family"] == family for e in self.exclude)
 
     def cells(self, extra: tuple[str, ...] | list[str] = ()) -> list[Cell]:
         out = []
         for family, f_over in self.families.items():
             for shot in self.shots:
                 for method, m_over in self.methods.items():
+                    if self.excluded(method, family):
+                        continue
                     for seed in self.seeds:
                         over = [*self.overrides, *m_over, *f_over, f"episodes.n_shot={shot}", f"seed={seed}", *extra]
                         out.append(Cell(method, family, shot, seed, over))
@@ -114,7 +122,8 @@ def load_suite(path: Path) -> Suite:
         raise SuiteError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite is a mapping with keys name, methods, families, shots, seeds")
-    known = {"name", "description", "synthetic", "reference", "overrides", "methods", "families", "shots", "seeds", "reported"}
+    known = {"name", "description", "synthetic", "reference", "overrides", "methods", "families", "shots", "seeds",
+             "reported", "exclude"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SuiteError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -136,9 +145,17 @@ def load_suite(path: Path) -> Suite:
         missing = {"method", "value", "source"} - set(r or {})
         if missing:
             raise SuiteError(f"{path}: reported[{i}] lacks {sorted(missing)}")
+    exclude = raw.get("exclude") or []
+    for i, e in enumerate(exclude):
+        if not isinstance(e, dict) or {"method", "family", "reason"} - set(e):
+            raise SuiteError(f"{path}: exclude[{i}] must be a mapping with method, family and reason, got {e!r}")
+        if e["method"] not in methods or e["family"] not in families:
+            raise SuiteError(f"{path}: exclude[{i}] names method {e['method']!r} / family {e['family']!r}; "
+                             f"methods are {sorted(methods)}, families {sorted(families)}")
     return Suite(
         name=str(raw.get("name") or path.stem), path=path, methods=methods, families=families,
         shots=list(shots), seeds=list(seeds), overrides=_list_of_str(path, "overrides", raw.get("overrides")),
         reference=reference, synthetic=bool(raw.get("synthetic", False)), reported=list(reported),
         description=str(raw.get("description", "")),
+        exclude=[{k: str(v) for k, v in e.items()} for e in exclude],
     )

@@ -1,4 +1,8 @@
-"""Plots (matplotlib, PNG + SVG): accuracy vs n_shot with CI bands; per-task bars."""
+"""Plots (matplotlib, PNG + SVG): accuracy and macro-F1 vs n_shot with CI bands; per-method and per-task bars.
+
+Every figure has one panel per metric of :data:`METRICS` (accuracy, macro-F1); rows without a
+metric (written before it was recorded) leave its panel empty.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+#: (row/record key, axis label) of the metrics every figure shows, one panel each.
+METRICS: tuple[tuple[str, str], ...] = (("acc", "accuracy (%)"), ("f1", "macro-F1 (%)"))
+
+
+def _err(row: dict[str, Any], metric: str) -> float:
+    """The error bar of a summary row: its 95% CI, else the std over seeds, else 0 (percent)."""
+    for key in (f"{metric}_ci95", f"{metric}_seed_std"):
+        v = row.get(key, math.nan)
+        if not math.isnan(v):
+            return 100 * v
+    return 0.0
+
 
 def _save(fig: Any, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
@@ -23,7 +39,7 @@ def _save(fig: Any, out: Path, stem: str) -> list[Path]:
 
 
 def plot_shots_curve(rows: list[dict[str, Any]], out: Path, synthetic: bool = False) -> list[Path]:
-    """Accuracy vs n_shot per method, one figure per family (when a family has ≥ 2 shot values)."""
+    """Accuracy and macro-F1 vs n_shot per method, one figure per family (when a family has ≥ 2 shot values)."""
     files: list[Path] = []
     by_family: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -31,28 +47,28 @@ def plot_shots_curve(rows: list[dict[str, Any]], out: Path, synthetic: bool = Fa
     for family, frows in by_family.items():
         if len({r["n_shot"] for r in frows}) < 2:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for method in dict.fromkeys(r["method"] for r in frows):
-            pts = sorted((r["n_shot"], 100 * r["acc"], 100 * (r["acc_ci95"] if not math.isnan(r["acc_ci95"]) else r["acc_seed_std"]))
-                         for r in frows if r["method"] == method)
-            x = [p[0] for p in pts]
-            y = [p[1] for p in pts]
-            e = [0.0 if math.isnan(p[2]) else p[2] for p in pts]
-            ax.plot(x, y, marker="o", label=method)
-            ax.fill_between(x, [a - b for a, b in zip(y, e)], [a + b for a, b in zip(y, e)], alpha=0.2)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted({r["n_shot"] for r in frows}), labels=[str(s) for s in sorted({r["n_shot"] for r in frows})])
-        ax.set_xlabel("n_shot (support examples per class)")
-        ax.set_ylabel("query accuracy (%)")
-        ax.set_title(f"{family}{' (synthetic)' if synthetic else ''}: accuracy vs shots, 95% CI bands")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        fig, axes = plt.subplots(1, len(METRICS), figsize=(6 * len(METRICS), 4))
+        shots = sorted({r["n_shot"] for r in frows})
+        for ax, (metric, label) in zip(axes, METRICS):
+            for method in dict.fromkeys(r["method"] for r in frows):
+                pts = sorted((r["n_shot"], 100 * r.get(metric, math.nan), _err(r, metric))
+                             for r in frows if r["method"] == method)
+                x, y, e = [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+                ax.plot(x, y, marker="o", label=method)
+                ax.fill_between(x, [a - b for a, b in zip(y, e)], [a + b for a, b in zip(y, e)], alpha=0.2)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(shots, labels=[str(v) for v in shots])
+            ax.set_xlabel("n_shot (support examples per class)")
+            ax.set_ylabel(f"query {label}")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{family}{' (synthetic)' if synthetic else ''}: accuracy and macro-F1 vs shots, 95% CI bands")
         files += _save(fig, out, f"shots-{family}")
     return files
 
 
 def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_tasks: int = 40) -> list[Path]:
-    """Per-task accuracy bars per method for families evaluated once per task (e.g. ARSC)."""
+    """Per-task accuracy and macro-F1 bars per method for families evaluated once per task (e.g. ARSC)."""
     files: list[Path] = []
     groups: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for r in results:
@@ -62,37 +78,41 @@ def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_t
         if not tasks or len(set(tasks)) != len(tasks) or len(tasks) > max_tasks:
             continue  # only for one-episode-per-task protocols
         methods = list(dict.fromkeys(r.cell.method for r in rs if r.cell.seed == rs[0].cell.seed))
-        fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(tasks) * max(1, len(methods)) / 2), 4))
+        fig, axes = plt.subplots(len(METRICS), 1, figsize=(max(6, 0.6 * len(tasks) * max(1, len(methods)) / 2),
+                                                          4 * len(METRICS)), squeeze=False)
         width = 0.8 / max(len(methods), 1)
-        for j, m in enumerate(methods):
-            r = next(x for x in rs if x.cell.method == m)
-            acc = {e["task"]: 100 * e["acc"] for e in r.episodes}
-            ax.bar([i + j * width for i in range(len(tasks))], [acc.get(t, 0.0) for t in tasks], width, label=m)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], labels=tasks, rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot: accuracy per task")
-        ax.legend(fontsize=8)
-        ax.grid(axis="y", alpha=0.3)
+        for ax, (metric, label) in zip(axes[:, 0], METRICS):
+            for j, m in enumerate(methods):
+                r = next(x for x in rs if x.cell.method == m)
+                val = {e["task"]: 100 * e.get(metric, math.nan) for e in r.episodes}
+                ax.bar([i + j * width for i in range(len(tasks))], [val.get(t, 0.0) for t in tasks], width, label=m)
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], labels=tasks, rotation=60, ha="right", fontsize=7)
+            ax.set_ylabel(label)
+            ax.grid(axis="y", alpha=0.3)
+        axes[0, 0].legend(fontsize=7, ncol=max(1, len(methods) // 5))
+        axes[0, 0].set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot: accuracy and macro-F1 per task")
         files += _save(fig, out, f"tasks-{family}-{shot}shot")
     return files
 
 
 def plot_method_bars(rows: list[dict[str, Any]], out: Path, synthetic: bool = False) -> list[Path]:
-    """Accuracy per method with 95% CI error bars, one figure per (family, n_shot)."""
+    """Accuracy and macro-F1 per method with 95% CI error bars, one figure per (family, n_shot)."""
     files: list[Path] = []
     groups: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["family"], r["n_shot"])].append(r)
     for (family, shot), rs in groups.items():
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rs)), 3.6))
-        acc = [100 * r["acc"] for r in rs]
-        err = [0.0 if math.isnan(e) else 100 * e for e in
-               (r["acc_ci95"] if not math.isnan(r["acc_ci95"]) else r["acc_seed_std"] for r in rs)]
-        ax.bar(range(len(rs)), acc, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
-        ax.set_xticks(range(len(rs)), labels=[r["method"] for r in rs], rotation=30, ha="right")
-        ax.set_ylabel("query accuracy (%)")
-        ax.set_ylim(max(0.0, min(acc) - 15), min(100.0, max(a + e for a, e in zip(acc, err)) + 5))
-        ax.set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot, 95% CI")
-        ax.grid(axis="y", alpha=0.3)
+        fig, axes = plt.subplots(1, len(METRICS), figsize=(len(METRICS) * max(4.0, 0.9 * len(rs)), 3.6))
+        for ax, (metric, label) in zip(axes, METRICS):
+            val = [100 * r.get(metric, math.nan) for r in rs]
+            err = [_err(r, metric) for r in rs]
+            ax.bar(range(len(rs)), val, yerr=err, capsize=4, color="tab:blue", alpha=0.8)
+            ax.set_xticks(range(len(rs)), labels=[r["method"] for r in rs], rotation=30, ha="right")
+            ax.set_ylabel(f"query {label}")
+            finite = [(v, e) for v, e in zip(val, err) if not math.isnan(v)]
+            if finite:
+                ax.set_ylim(max(0.0, min(v for v, _ in finite) - 15), min(100.0, max(v + e for v, e in finite) + 5))
+            ax.grid(axis="y", alpha=0.3)
+        fig.suptitle(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot, 95% CI")
         files += _save(fig, out, f"methods-{family}-{shot}shot")
     return files

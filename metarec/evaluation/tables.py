@@ -26,17 +26,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def per_task_table(records: Sequence[dict[str, Any]]) -> str:
-    """Markdown table of test accuracy per task, then the mean over tasks ± 95% CI.
+    """Markdown table of test accuracy and macro-F1 per task, then the means over tasks ± 95% CI.
 
     Args:
         records: per-episode test records (``RunResult.episodes``), e.g. one per fixed ARSC task.
+            Records without ``"f1"`` (written before macro-F1 was recorded) show ``—``.
     """
     by_task: dict[str, list[float]] = {}
+    f1_by_task: dict[str, list[float]] = {}
     n_query: dict[str, int] = {}
     for r in records:
         by_task.setdefault(r["task"], []).append(float(r["acc"]))
+        f1_by_task.setdefault(r["task"], []).append(float(r.get("f1", math.nan)))
         n_query[r["task"]] = n_query.get(r["task"], 0) + int(r.get("n_query", 0))
-    rows = [[t, n_query[t], f"{100 * float(np.mean(a)):.1f}"] for t, a in sorted(by_task.items())]
+
+    def pct(values: list[float]) -> str:
+        return "—" if any(math.isnan(v) for v in values) else f"{100 * float(np.mean(values)):.1f}"
+
+    rows = [[t, n_query[t], f"{100 * float(np.mean(a)):.1f}", pct(f1_by_task[t])] for t, a in sorted(by_task.items())]
     mean, ci = mean_ci95([float(np.mean(a)) for a in by_task.values()])
-    rows.append([f"mean over {len(by_task)} tasks", sum(n_query.values()), format_acc(mean, ci)])
-    return markdown_table(["task", "queries", "acc (%)"], rows)
+    task_f1 = [float(np.mean(a)) for a in f1_by_task.values()]
+    f1_cell = "—" if any(math.isnan(v) for v in task_f1) else format_acc(*mean_ci95(task_f1))
+    rows.append([f"mean over {len(by_task)} tasks", sum(n_query.values()), format_acc(mean, ci), f1_cell])
+    return markdown_table(["task", "queries", "acc (%)", "macro-F1 (%)"], rows)

@@ -68,6 +68,10 @@ def test_fit_then_test_from_checkpoint(tmp_path):
     again = run_experiment(compose(over[:-1] + [f"run_dir={tmp_path / 'test'}"]), ckpt_path=fit.best_checkpoint)
     assert again.episode_set == fit.episode_set
     assert again.metrics["test/acc"] == pytest.approx(fit.metrics["test/acc"])
+    # Macro-F1 beside accuracy, per episode and as mean ± CI, equal after reloading too.
+    assert all(0.0 <= e["f1"] <= 1.0 for e in fit.episodes) and "test/f1_ci95" in fit.metrics
+    assert fit.metrics["test/f1"] == pytest.approx(sum(e["f1"] for e in fit.episodes) / len(fit.episodes))
+    assert again.metrics["test/f1"] == pytest.approx(fit.metrics["test/f1"])
     assert not again.trained
 
 

@@ -44,3 +44,16 @@ def test_every_method_kind_has_its_run_path():
         assert method_kind(name) in RUNNERS, name
     with pytest.raises(UnknownNameError, match=r"unknown algorithm 'melu'; known algorithms: .*; known recommenders: .*melu_maml"):
         method_kind("melu")
+
+
+def test_every_algorithm_builds_from_its_shipped_config():
+    # The runner passes max_steps and n_way besides the config's keys: a config key that collides
+    # with them (or that the constructor does not take) fails here, not in the middle of a suite.
+    from metarec.config import compose
+    from metarec.training import build_algorithm
+    from tests.conftest import tiny_encoder
+
+    encoder = tiny_encoder()
+    for name in ALGORITHMS.list():
+        model = build_algorithm(compose([f"algorithm={name}", "encoder=tiny_bert"]), encoder)
+        assert model.n_way == 5 and model.max_steps == 300, name

@@ -18,7 +18,8 @@ def _suite(tmp_path: Path) -> Suite:
 
 
 def _write(store: RunStore, key: str, cell: Cell, accs, episode_set="E1"):
-    eps = [{"index": i, "task": f"t{i}", "fingerprint": f"f{i}", "acc": a, "adapt_s": 0.01} for i, a in enumerate(accs)]
+    eps = [{"index": i, "task": f"t{i}", "fingerprint": f"f{i}", "acc": a, "f1": a / 2, "adapt_s": 0.01}
+           for i, a in enumerate(accs)]
     result = {"cell": cell.id, "n_way": 2, "episode_set": episode_set, "metrics": {"test/acc": float(np.mean(accs))},
               "adapt_s_per_episode": 0.01, "fit_seconds": 3.0, "peak_rss_mb": 100.0}
     store.prepare(key)
@@ -45,8 +46,12 @@ def test_report_from_fixture_store(tmp_path):
     rows = summarize(suite, results)
     new5 = next(r for r in rows if r["method"] == "new" and r["n_shot"] == 5)
     assert new5["diff"] == pytest.approx(0.1) and new5["p_value"] < 1e-6
+    # Macro-F1 beside accuracy, paired on the same episodes (the fixture's F1 is acc / 2).
+    assert new5["f1"] == pytest.approx(new5["acc"] / 2) and new5["f1_ci95"] == pytest.approx(new5["acc_ci95"] / 2)
+    assert new5["diff_f1"] == pytest.approx(0.05) and new5["p_value_f1"] < 1e-6
     md, files = write_reports(suite, store, results, latex=True)
     assert "synthetic" in md and "**Reported**" in md and "Paper Net" in md
+    assert "| macro-F1" in md and "Δ F1 vs ref" in md and "+5.0 ±" in md
     # measured rows and reported rows live in separate tables
     measured, reported = md.split("**Reported**")
     assert "Paper Net" not in measured and "new" not in reported.split("\n", 3)[-1]
@@ -92,3 +97,15 @@ def test_shipped_suites_load():
     for p in suites:
         s = load_suite(p)
         assert s.cells()
+
+
+def test_excluded_pairs_are_not_cells_and_are_named_in_the_report(tmp_path):
+    p = tmp_path / "s.yaml"
+    p.write_text("name: x\nmethods: {a: [], b: []}\nfamilies: {f: [], g: []}\n"
+                 "exclude: [{method: b, family: g, reason: needs f's labels}]\n")
+    suite = load_suite(p)
+    assert sorted(c.id for c in suite.cells()) == ["a/f/5shot/seed0", "a/g/5shot/seed0", "b/f/5shot/seed0"]
+    assert "- `b` on `g`: needs f's labels" in markdown_report(suite, [])
+    p.write_text("name: x\nmethods: {a: []}\nfamilies: {f: []}\nexclude: [{method: c, family: f, reason: r}]\n")
+    with pytest.raises(SuiteError, match=r"s.yaml: exclude\[0\] names method 'c'"):
+        load_suite(p)

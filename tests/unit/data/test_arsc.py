@@ -292,9 +292,11 @@ def test_not_an_arsc_dir(tmp_path):
 
 
 def test_per_task_table():
-    records = [{"task": "books.t2", "acc": 0.8, "n_query": 10}, {"task": "dvd.t2", "acc": 0.6, "n_query": 20}]
+    records = [{"task": "books.t2", "acc": 0.8, "f1": 0.5, "n_query": 10}, {"task": "dvd.t2", "acc": 0.6, "f1": 0.3, "n_query": 20}]
     table = per_task_table(records)
     assert "| books.t2" in table and "80.0" in table and "mean over 2 tasks" in table and "70.0 ±" in table
+    assert "macro-F1" in table and "50.0" in table and "40.0 ±" in table
+    assert "—" in per_task_table([{k: v for k, v in r.items() if k != "f1"} for r in records])  # older records
 
 
 # -- the shared copy of the real data ---------------------------------------------------------
