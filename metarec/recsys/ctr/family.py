@@ -34,7 +34,7 @@ class CTRColdStartFamily:
             ``recbole`` package.
         format, dataset, label_field, click_field, click_threshold, rating_min, rating_max, lenient:
             see :func:`~metarec.recsys.ctr.log.read_click_log`.
-        new_items, item_year_cut, item_year_field, cut, k_shot, min_query: see
+        new_items, item_year_cut, item_year_field, cut, k_shot, min_query, val_items, evaluate, split_seed: see
             :func:`~metarec.recsys.ctr.split.make_ctr_split`.
         user_id: use the user id as a categorical field (ids of users absent from training map to 0).
         user_fields, item_fields, item_multi_fields, item_text_fields, buckets: as the ``coldstart``
@@ -58,6 +58,9 @@ class CTRColdStartFamily:
         cut: float | int | str = 0.8,
         k_shot: int = 10,
         min_query: int = 10,
+        val_items: float = 0.0,
+        evaluate: str = "test",
+        split_seed: int = 0,
         user_id: bool = True,
         user_fields: Optional[list[str]] = None,
         item_fields: Optional[list[str]] = None,
@@ -72,7 +75,8 @@ class CTRColdStartFamily:
                                    click_field=click_field, click_threshold=click_threshold,
                                    rating_min=rating_min, rating_max=rating_max, lenient=lenient)
         self.split = make_ctr_split(self.data, k_shot=k_shot, min_query=min_query, new_items=new_items,
-                                    item_year_cut=item_year_cut, item_year_field=item_year_field, cut=cut)
+                                    item_year_cut=item_year_cut, item_year_field=item_year_field, cut=cut,
+                                    val_items=val_items, evaluate=evaluate, split_seed=split_seed)
         self.user_id = bool(user_id)
         self.user_fields = list(user_fields or [])
         self.item_fields = list(item_fields or [])

@@ -11,6 +11,11 @@ the ml-100k default, as the MeLU family does) or first appears at or after the c
   ``b``, ``c``, and the **query** (all the rest). New items with fewer interactions are counted
   and unused — they never reach training.
 
+**Validation** (for choosing hyper-parameters without the test items): ``val_items`` > 0 holds out
+that fraction of the old items with enough rows for a task (drawn with ``split_seed``): their rows
+leave training, and with ``evaluate="validation"`` they are the evaluated tasks (same phases) while
+the new items stay out of everything.
+
 All of it is vectorized over the log's arrays (no per-row Python objects).
 """
 
@@ -38,9 +43,9 @@ class CTRSplit:
 
     Attributes:
         new_item: ``(n_items,)`` bool, the item is new.
-        train_rows: rows of old items, ``(n_train,)`` — the only rows training sees.
+        train_rows: rows of old items (less validation items), ``(n_train,)`` — the only rows training sees.
         meta_items: old items with ``>= 2 * k_shot`` rows (meta-training tasks).
-        test_items: new items kept as test tasks, ``(n_test,)`` item indices.
+        test_items: the evaluated tasks: new items with enough rows (or the validation items), ``(n_test,)``.
         test_rows: rows of the test items in item-then-time order, ``(m,)``.
         test_task: task position (into ``test_items``) of every test row, ``(m,)``.
         test_phase: :data:`PHASE_A` … :data:`PHASE_QUERY` of every test row, ``(m,)`` int8.
@@ -67,6 +72,9 @@ def make_ctr_split(
     item_year_cut: Optional[int] = None,
     item_year_field: str = "release_year",
     cut: float | int | str = 0.8,
+    val_items: float = 0.0,
+    evaluate: str = "test",
+    split_seed: int = 0,
 ) -> CTRSplit:
     """Splits a click log into training rows and new-item test tasks (module docstring).
 
@@ -74,6 +82,10 @@ def make_ctr_split(
         ValueError: a bad option.
         DataError: no training row, no meta-training item, or no test item.
     """
+    if evaluate not in ("test", "validation"):
+        raise ValueError(f"evaluate must be 'test' or 'validation', got {evaluate!r}")
+    if not 0.0 <= val_items < 1.0 or (evaluate == "validation" and val_items == 0.0):
+        raise ValueError(f"val_items must be in [0, 1) and > 0 with evaluate='validation', got {val_items}")
     if k_shot < 1 or min_query < 1:
         raise ValueError(f"k_shot and min_query must be >= 1, got k_shot={k_shot}, min_query={min_query}")
     rep: dict[str, Any] = {"new_items": new_items, "k_shot": k_shot, "min_query": min_query}
@@ -97,10 +109,16 @@ def make_ctr_split(
         raise ValueError(f"new_items must be 'release_year' or 'first_seen', got {new_items!r}")
 
     counts = np.bincount(log.item, minlength=log.n_items)
-    row_new = new[log.item]
-    train_rows = np.flatnonzero(~row_new)
-    meta_items = np.flatnonzero(~new & (counts >= 2 * k_shot))
-    kept = new & (counts >= 3 * k_shot + min_query)
+    enough = counts >= 3 * k_shot + min_query
+    val = np.zeros(log.n_items, dtype=bool)
+    if val_items > 0:
+        cand = np.flatnonzero(~new & enough)
+        pick = np.random.default_rng(split_seed).choice(cand, size=max(1, round(val_items * len(cand))), replace=False)
+        val[pick] = True
+    old = ~new & ~val
+    train_rows = np.flatnonzero(old[log.item])
+    meta_items = np.flatnonzero(old & (counts >= 2 * k_shot))
+    kept = (new & enough) if evaluate == "test" else val
     test_items = np.flatnonzero(kept)
     rows = np.flatnonzero(kept[log.item])
     # Item, then time, then file line: each test item's rows in time order.
@@ -112,13 +130,14 @@ def make_ctr_split(
     pos = np.arange(len(rows)) - starts[task]
     phase = np.minimum(pos // k_shot, PHASE_QUERY).astype(np.int8)
     rep.update(
+        evaluate=evaluate, validation_items=int(val.sum()),
         items=int(log.n_items), old_items=int((~new).sum()), new_items_count=int(new.sum()),
         train_rows=int(len(train_rows)), meta_items=int(len(meta_items)),
         old_items_too_few_for_meta=int((~new & (counts < 2 * k_shot)).sum()),
-        test_items=int(len(test_items)), test_rows=int(len(rows)),
+        test_items=int(len(test_items)), test_rows=int(len(rows)),  # the evaluated tasks (validation ones if so)
         query_rows=int((phase == PHASE_QUERY).sum()),
-        new_items_too_few=int((new & ~kept).sum()),
-        new_item_rows_unused=int(counts[new & ~kept].sum()),
+        new_items_too_few=int((new & ~enough).sum()),
+        new_item_rows_unused=int(counts[new & ~enough].sum()),
     )
     if not len(train_rows) or not len(meta_items):
         raise DataError(f"{log.source}: no old item with >= {2 * k_shot} interactions to train on ({rep})")

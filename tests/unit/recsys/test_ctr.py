@@ -120,6 +120,19 @@ def test_no_test_item_interaction_reaches_training(fam):
     assert seen and not seen & test_items and not seen & {d.item_ids.index("7")}
 
 
+def test_validation_items_leave_training_and_new_items_leave_everything(tmp_path):
+    d = _write_log(tmp_path / "log")
+    fam = _family(d, val_items=0.5, evaluate="validation", split_seed=1)
+    data, s = fam.data, fam.split
+    val = set(s.test_items.tolist())
+    assert len(val) == 2 and not fam.split.new_item[s.test_items].any()  # 2 of the 4 old items
+    used = set(data.item[s.train_rows].tolist())
+    assert not val & used and not used & set(np.flatnonzero(fam.split.new_item).tolist())
+    assert s.report["validation_items"] == 2 and s.report["train_rows"] == 16
+    with pytest.raises(ValueError, match="val_items"):
+        _family(d, evaluate="validation")
+
+
 def test_warmup_batches_precede_the_query_in_time(fam):
     d, s = fam.data, fam.split
     for t in range(len(s.test_items)):
