@@ -40,11 +40,11 @@ def test_every_ctr_method_fits_and_tests_per_item(name, tmp_path):
 def test_bench_suite_reports_phases_paired_deltas_and_plot(tmp_path, capsys):
     log = _write_log(tmp_path / "log")
     suite = tmp_path / "ctr.yaml"
-    over = ", ".join([f"family.data_dir={log}", *TINY])
+    over = json.dumps([f"family.data_dir={log}", *TINY])  # a YAML flow list of quoted overrides
     suite.write_text(f"""
 name: ctr-tiny
 reference: ctr_random
-overrides: [{over}]
+overrides: {over}
 methods:
   ctr_popularity: [experiment=ctr-ml100k/popularity]
   ctr_random: [experiment=ctr-ml100k/random]

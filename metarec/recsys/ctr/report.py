@@ -167,6 +167,8 @@ def plot_auc_phases(rows: list[dict[str, Any]], out: Path, title: str) -> list[P
             continue
         y = np.array([rs[p]["auc"] for p in PHASES])
         err = np.array([[y[i] - rs[p]["auc_lo"], rs[p]["auc_hi"] - y[i]] for i, p in enumerate(PHASES)]).T
+        # A seed-mean point can sit just outside a percentile interval (or a tiny set leave it nan).
+        err = np.nan_to_num(np.clip(err, 0.0, None))
         ax.errorbar(x + 0.03 * (j - 2), y, yerr=err, marker="o", capsize=3, label=method)
     ax.set_xticks(x, labels=["cold", "after a", "after b", "after c"])
     ax.set_xlabel("warm-up phase")
