@@ -66,8 +66,10 @@ def test_batch(family: CTRColdStartFamily, table: FeatureTable) -> dict[str, Any
     d, s = family.data, family.split
     rows = s.test_rows
     fps = []
+    # Test rows are grouped by task (item, then time): one slice per item, not a mask over all rows.
+    bounds = np.searchsorted(s.test_task, np.arange(len(s.test_items) + 1))
     for t, item in enumerate(s.test_items.tolist()):
-        sel = s.test_task == t
+        sel = slice(bounds[t], bounds[t + 1])
         h = hashlib.sha256(f"{family.name}\0{d.item_ids[item]}\0".encode())
         for a in (d.user[rows[sel]], d.time[rows[sel]], s.test_phase[sel], d.click[rows[sel]]):
             h.update(np.ascontiguousarray(a).tobytes())

@@ -188,11 +188,12 @@ class CTRLearner(EpisodeLearner):
         probs = [p.detach().cpu().numpy() for p in self.phase_probs(items, warm, query)]
         adapt_s = (time.perf_counter() - t0) / max(n, 1)
         qt, qc = task[q].cpu().numpy(), batch["click"][q].cpu().numpy()
+        bounds = np.searchsorted(qt, np.arange(n + 1))  # query rows are grouped by task
         for j in range(n):
-            sel = qt == j
+            sel = slice(bounds[j], bounds[j + 1])
             y = qc[sel]
             rec: dict[str, Any] = {"index": j, "task": batch["item_ids"][j], "item": batch["item_ids"][j],
-                                   "fingerprint": batch["fingerprints"][j], "n_query": int(sel.sum()),
+                                   "fingerprint": batch["fingerprints"][j], "n_query": int(bounds[j + 1] - bounds[j]),
                                    "adapt_s": adapt_s, "click": y.astype(int).tolist()}
             for name, p in zip(PHASES, probs):
                 rec[f"p_{name}"] = [round(float(v), 5) for v in p[sel]]
