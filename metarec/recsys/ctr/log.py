@@ -26,7 +26,7 @@ import numpy as np
 
 from metarec.data.corpus import DataError
 from metarec.recsys.interactions import _col, _read_movielens, _read_recbole_file, _Table, detect_format
-from metarec.data.readers import LineError, ReadReport, _shorten
+from metarec.data.readers import LineError, ReadReport, shorten
 from metarec.log import get_logger
 
 log = get_logger(__name__)
@@ -238,7 +238,7 @@ def read_click_log(
                 vals = line.split("\t")
                 if len(vals) != width:
                     raise LineError(str(path), n, f"{len(vals)} tab-separated values, expected {width}",
-                                    _shorten(line, 200))
+                                    shorten(line, 200))
                 u, i = vals[cu].strip(), vals[ci].strip()
                 try:
                     t = float(vals[ct])

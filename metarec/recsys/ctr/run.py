@@ -3,9 +3,9 @@
 ``run_ctr_experiment(cfg)``: family (streamed click log + old/new item split) → frozen text encoder
 → item text embeddings (cached by the :class:`FeatureStore`) → feature table → data module →
 method → Lightning Trainer (``base_steps + meta_steps`` steps, then the test on every new item) →
-:class:`~metarec.training.RunResult` with one record per test item (query clicks, probabilities
-per phase) and the filter report in ``info``. :func:`metarec.training.run_experiment` dispatches
-here when ``cfg.algorithm.name`` is a CTR method.
+:class:`CTRRunResult` with one record per test item (query clicks, probabilities per phase) and
+the filter report in ``info``. It is registered in :data:`~metarec.registry.RUNNERS` for the
+``CTR method`` kind: :func:`metarec.training.run_experiment` picks it for a CTR method.
 """
 
 from __future__ import annotations
