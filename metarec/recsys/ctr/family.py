@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarec.recsys.family import ColdStartFamily, FeatureTable
-from metarec.data.corpus import DataError
+from metarec.recsys.family import ColdStartFamily, FeatureTable, check_fields
 from metarec.recsys.interactions import recbole_ml100k_dir
 from metarec.log import get_logger
 from metarec.recsys.ctr.log import read_click_log
@@ -83,13 +82,7 @@ class CTRColdStartFamily:
         self.item_multi_fields = list(item_multi_fields or [])
         self.item_text_fields = list(item_text_fields or [])
         self.buckets = dict(buckets or {})
-        for kind, fields, table in (("user", self.user_fields, self.data.user_features),
-                                    ("item", self.item_fields + self.item_multi_fields + self.item_text_fields,
-                                     self.data.item_features)):
-            missing = [f for f in fields if f not in table]
-            if missing:
-                raise DataError(f"{self.data.source}: {kind} field(s) {missing} not in the data "
-                                f"({kind} fields: {sorted(table)})")
+        check_fields(self)
         self.filter_report = {"read": self.data.read_summary(), "split": self.split.report}
         log.info("ctr cold-start split: %d training rows of %d old items (%d meta-training items); "
                  "%d new test items, %d query rows", self.split.report["train_rows"], self.split.report["old_items"],

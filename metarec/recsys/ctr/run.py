@@ -22,12 +22,12 @@ from omegaconf import DictConfig
 from metarec.episode import episode_set_fingerprint
 from metarec.files import atomic_write_text
 from metarec.log import get_logger
-from metarec.models.features import FeatureStore
 from metarec.recsys.ctr.datamodule import CTRDataModule
 from metarec.recsys.ctr.family import CTRColdStartFamily
 from metarec.recsys.ctr.split import PHASES
+from metarec.recsys.run import item_feature_table
 from metarec.registry import CTR_METHODS, RUNNERS
-from metarec.runtime import RunResult, build_encoder, build_family, build_trainer, config_kwargs, test_model
+from metarec.runtime import RunResult, build_family, build_trainer, config_kwargs, test_model
 
 log = get_logger(__name__)
 
@@ -59,15 +59,7 @@ def run_ctr_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] 
     if not isinstance(family, CTRColdStartFamily):
         raise ValueError(f"CTR method {cfg.algorithm.name!r} needs the ctr_coldstart family (family=ctr_ml100k), "
                          f"got family {cfg.family.name!r}")
-    encoder = build_encoder(cfg)
-    if encoder.freeze.value != "frozen":
-        raise ValueError(f"the ctr_coldstart family embeds item texts with a frozen encoder; got encoder.freeze="
-                         f"{encoder.freeze.value!r} (use encoder.freeze=frozen)")
-    texts = family.item_texts
-    store = FeatureStore(encoder, texts, kind="embedding",
-                         cache_dir=cfg.features.cache_dir if cfg.features.get("cache_dir") else None,
-                         batch_size=int(cfg.features.get("batch_size", 64)))
-    table = family.feature_table(store(torch.arange(len(texts))))
+    table = item_feature_table(cfg, family)
     model = CTR_METHODS.create(cfg.algorithm.name, schema=table.schema(), item_cat=table.item_cat,
                                item_multi=table.item_multi, item_text=table.item_text, train_ctr=family.train_ctr(),
                                **config_kwargs(cfg.algorithm))
