@@ -160,9 +160,11 @@ class MAMLItem(CTRLearner):
     def phase_probs(self, items: Tensor, warm: list[dict[str, Tensor]], query: dict[str, Tensor]) -> list[Tensor]:
         fields = self.fields(items).detach()
         out = [torch.empty(len(query["task"]), device=fields.device) for _ in PHASES]
+        # Query rows are grouped by task: one slice per item.
+        bounds = torch.searchsorted(query["task"], torch.arange(len(items) + 1, device=query["task"].device)).tolist()
         with torch.enable_grad():
             for j in range(len(items)):
-                sel = query["task"] == j
+                sel = slice(bounds[j], bounds[j + 1])
                 learner = self.maml.clone()
                 f = fields[j : j + 1]
                 for p in range(len(PHASES)):
