@@ -3,7 +3,7 @@
     metarec fit   [OVERRIDES...]           train + test one experiment, e.g. experiment=quickstart/protonet
     metarec test  CKPT [OVERRIDES...]      test a checkpoint on the experiment's fixed test episodes
     metarec bench SUITE [--force] ...      run a benchmark suite (resumable) and print its table
-    metarec list  [algorithms|recommenders|families|encoders|experiments]
+    metarec list  [algorithms|recommenders|ctr|families|encoders|experiments]
     metarec arsc-dev-split DATA_DIR OUT    draw the ARSC development protocol's split file once
 
 OVERRIDES are Hydra overrides of the config tree in metarec/configs/ (``trainer.max_steps=50``).
@@ -27,9 +27,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     from metarec.evaluation.tables import format_acc
 
+    from metarec.recsys.ctr.run import CTRRunResult
     from metarec.recsys.run import RatingRunResult
 
     m = result.metrics
+    if isinstance(result, CTRRunResult):
+        # Per-item click records (the cold-start CTR family): AUC and log-loss per warm-up phase.
+        print(result.phase_table())
+        print(f"{name}: {len(result.episodes)} test items (task set {result.episode_set}); run dir {result.run_dir}")
+        return
     if isinstance(result, RatingRunResult):
         # Per-user rating records (the cold-start family): metrics per state.
         print(result.state_table())
@@ -100,11 +106,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from metarec.config import list_experiments
     from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES
 
-    from metarec.registry import RECOMMENDERS
+    from metarec.registry import CTR_METHODS, RECOMMENDERS
     import metarec.recsys  # noqa: F401  (registers the cold-start family and the recommenders)
+    import metarec.recsys.ctr  # noqa: F401  (registers the ctr_coldstart family and the CTR methods)
 
-    what = {"algorithms": ALGORITHMS.list, "recommenders": RECOMMENDERS.list, "families": FAMILIES.list,
-            "encoders": ENCODERS.list, "experiments": list_experiments}
+    what = {"algorithms": ALGORITHMS.list, "recommenders": RECOMMENDERS.list, "ctr": CTR_METHODS.list,
+            "families": FAMILIES.list, "encoders": ENCODERS.list, "experiments": list_experiments}
     for kind in [args.kind] if args.kind else list(what):
         print(f"{kind}: {', '.join(what[kind]())}")
     return 0
@@ -145,7 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell")
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("list", help="list registered names")
-    p.add_argument("kind", nargs="?", choices=["algorithms", "recommenders", "families", "encoders", "experiments"])
+    p.add_argument("kind", nargs="?", choices=["algorithms", "recommenders", "ctr", "families", "encoders", "experiments"])
     p.set_defaults(fn=cmd_list)
     p = sub.add_parser("arsc-dev-split", help="draw the ARSC development protocol (held-out domains, fixed supports)")
     p.add_argument("data_dir")

@@ -63,12 +63,16 @@ ENCODERS: Registry[Any] = Registry("encoder")
 #: Recommenders of the cold-start rating family (see metarec/recsys/): they see a
 #: RatingEpisode, not a text Episode, so they are kept apart from ALGORITHMS' contract tests.
 RECOMMENDERS: Registry[Any] = Registry("recommender")
+#: Methods of the cold-start CTR family (metarec/recsys/ctr/methods.py): they see a click log's
+#: item tasks, not an Episode.
+CTR_METHODS: Registry[Any] = Registry("CTR method")
 #: Run paths, one per registry of methods, named by that registry's kind: ``RUNNERS.get("algorithm")``
 #: runs a text algorithm (metarec/training.py), ``RUNNERS.get("recommender")`` a recommender
-#: (metarec/recsys/run.py). A runner is ``fn(cfg, run_dir, ckpt_path=None, fit=True) -> RunResult``.
+#: (metarec/recsys/run.py), ``RUNNERS.get("CTR method")`` a CTR method (metarec/recsys/ctr/run.py).
+#: A runner is ``fn(cfg, run_dir, ckpt_path=None, fit=True) -> RunResult``.
 RUNNERS: Registry[Any] = Registry("run path")
 #: The registries of methods a config's ``algorithm.name`` is looked up in, in this order.
-METHODS: tuple[Registry[Any], ...] = (ALGORITHMS, RECOMMENDERS)
+METHODS: tuple[Registry[Any], ...] = (ALGORITHMS, RECOMMENDERS, CTR_METHODS)
 
 
 def method_kind(name: str) -> str:

@@ -198,6 +198,10 @@ def write_reports(suite: Suite, store: RunStore, results: list[CellResult], late
 
     from metarec.recsys.report import is_rating_results, rating_markdown_report, summarize_ratings
 
+    from metarec.recsys.ctr.report import is_ctr_results, write_ctr_reports
+
+    if is_ctr_results(results):  # per-item click records (cold-start CTR family): metrics per warm-up phase
+        return write_ctr_reports(suite, store.root, results)
     if is_rating_results(results):  # per-user rating records (cold-start family): metrics per state
         rating_rows = summarize_ratings(suite, results)
         md = rating_markdown_report(suite, rating_rows, results)

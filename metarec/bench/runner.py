@@ -124,6 +124,7 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
             rec = (run_cell_subprocess if isolate else run_cell)(cell, rs, key, suite.name, force=force)
             m = rec["metrics"]
             score = (f"new/existing MAE {m['test/new/existing/mae']:.3f}" if "test/new/existing/mae" in m
+                     else f"AUC cold {m['test/auc_cold']:.4f}, after c {m['test/auc_c']:.4f}" if "test/auc_c" in m
                      else f"acc {100 * m['test/acc']:.1f}")
             tqdm.write(f"[{suite.name}] {cell.id}: {score} ({rec['wall_seconds']:.0f} s)")
     results = collect(rs, keyed)

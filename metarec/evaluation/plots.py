@@ -29,7 +29,7 @@ def _err(row: dict[str, Any], metric: str) -> float:
     return 0.0
 
 
-def _save(fig: Any, out: Path, stem: str) -> list[Path]:
+def save_figure(fig: Any, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:
@@ -63,7 +63,7 @@ def plot_shots_curve(rows: list[dict[str, Any]], out: Path, synthetic: bool = Fa
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=8)
         fig.suptitle(f"{family}{' (synthetic)' if synthetic else ''}: accuracy and macro-F1 vs shots, 95% CI bands")
-        files += _save(fig, out, f"shots-{family}")
+        files += save_figure(fig, out, f"shots-{family}")
     return files
 
 
@@ -91,7 +91,7 @@ def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_t
             ax.grid(axis="y", alpha=0.3)
         axes[0, 0].legend(fontsize=7, ncol=max(1, len(methods) // 5))
         axes[0, 0].set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot: accuracy and macro-F1 per task")
-        files += _save(fig, out, f"tasks-{family}-{shot}shot")
+        files += save_figure(fig, out, f"tasks-{family}-{shot}shot")
     return files
 
 
@@ -114,5 +114,5 @@ def plot_method_bars(rows: list[dict[str, Any]], out: Path, synthetic: bool = Fa
                 ax.set_ylim(max(0.0, min(v for v, _ in finite) - 15), min(100.0, max(v + e for v, e in finite) + 5))
             ax.grid(axis="y", alpha=0.3)
         fig.suptitle(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot, 95% CI")
-        files += _save(fig, out, f"methods-{family}-{shot}shot")
+        files += save_figure(fig, out, f"methods-{family}-{shot}shot")
     return files

@@ -34,6 +34,26 @@ def _vocab_ids(values: list[str], edges: Optional[list[float]]) -> tuple[np.ndar
     return np.array([vocab.get(v, 0) for v in values], dtype=np.int64), len(vocab) + 1
 
 
+def check_fields(family: Any) -> None:
+    """Every configured user / item field of a family exists in its data's feature tables.
+
+    Args:
+        family: has ``data`` (``user_features``, ``item_features``, ``source``) and ``user_fields``,
+            ``item_fields``, ``item_multi_fields``, ``item_text_fields`` (the ``coldstart`` and
+            ``ctr_coldstart`` families).
+
+    Raises:
+        DataError: naming the source, the missing fields and the fields there are.
+    """
+    d = family.data
+    for kind, fields, table in (("user", family.user_fields, d.user_features),
+                                ("item", family.item_fields + family.item_multi_fields + family.item_text_fields,
+                                 d.item_features)):
+        missing = [f for f in fields if f not in table]
+        if missing:
+            raise DataError(f"{d.source}: {kind} field(s) {missing} not in the data ({kind} fields: {sorted(table)})")
+
+
 @dataclass
 class FeatureTable:
     """Model inputs of every user and item.
@@ -121,13 +141,7 @@ class ColdStartFamily:
         self.item_multi_fields = list(item_multi_fields or [])
         self.item_text_fields = list(item_text_fields or [])
         self.buckets = dict(buckets or {})
-        for kind, fields, table in (("user", self.user_fields, self.data.user_features),
-                                    ("item", self.item_fields + self.item_multi_fields + self.item_text_fields,
-                                     self.data.item_features)):
-            missing = [f for f in fields if f not in table]
-            if missing:
-                raise DataError(f"{self.data.source}: {kind} field(s) {missing} not in the data "
-                                f"({kind} fields: {sorted(table)})")
+        check_fields(self)
         self.filter_report = {"read": self.data.read_summary(), "split": self.split.filter_report}
         log.info("cold-start split at %s: %d training users; test users per state %s",
                  self.split.filter_report["cut_utc"], len(self.split.train),

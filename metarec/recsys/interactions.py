@@ -122,7 +122,7 @@ def detect_format(data_dir: Path) -> str:
 
 # -- parsing ------------------------------------------------------------------------------------
 @dataclass
-class _Table:
+class DelimitedTable:
     """Rows of one delimited file: header names, values per row, line number per row."""
 
     path: str
@@ -131,7 +131,7 @@ class _Table:
     lines: list[int]
 
 
-def _read_recbole_file(path: Path, lenient: bool, report: ReadReport) -> _Table:
+def read_recbole_table(path: Path, lenient: bool, report: ReadReport) -> DelimitedTable:
     lines = decode_lines(path, lenient=lenient, report=report)
     if not lines:
         raise DataError(f"{path}: empty file (expected a `field:type` header line)")
@@ -155,17 +155,17 @@ def _read_recbole_file(path: Path, lenient: bool, report: ReadReport) -> _Table:
             continue
         rows.append([v.strip() for v in vals])
         nums.append(n)
-    return _Table(str(path), names, rows, nums)
+    return DelimitedTable(str(path), names, rows, nums)
 
 
-def _col(table: _Table, name: str) -> int:
+def column_index(table: DelimitedTable, name: str) -> int:
     try:
         return table.names.index(name)
     except ValueError:
         raise DataError(f"{table.path}: no field {name!r} in the header (fields: {table.names})") from None
 
 
-def _read_movielens(data_dir: Path, lenient: bool, reports: dict[str, ReadReport]) -> tuple[_Table, Optional[_Table], Optional[_Table]]:
+def read_movielens_tables(data_dir: Path, lenient: bool, reports: dict[str, ReadReport]) -> tuple[DelimitedTable, Optional[DelimitedTable], Optional[DelimitedTable]]:
     """ml-100k's u.data / u.user / u.item as tables with RecBole field names."""
     def split_file(path: Path, sep: str, n_cols: Optional[int], encoding: str) -> list[tuple[int, list[str]]]:
         rep = reports.setdefault(str(path), ReadReport(str(path)))
@@ -184,12 +184,12 @@ def _read_movielens(data_dir: Path, lenient: bool, reports: dict[str, ReadReport
         return out
 
     data = split_file(data_dir / "u.data", "\t", 4, "utf-8")
-    inter = _Table(str(data_dir / "u.data"), ["user_id", "item_id", "rating", "timestamp"],
+    inter = DelimitedTable(str(data_dir / "u.data"), ["user_id", "item_id", "rating", "timestamp"],
                    [v for _, v in data], [n for n, _ in data])
     users = None
     if (data_dir / "u.user").is_file():
         rows = split_file(data_dir / "u.user", "|", 5, "latin-1")
-        users = _Table(str(data_dir / "u.user"), ["user_id", "age", "gender", "occupation", "zip_code"],
+        users = DelimitedTable(str(data_dir / "u.user"), ["user_id", "age", "gender", "occupation", "zip_code"],
                        [v for _, v in rows], [n for n, _ in rows])
     items = None
     if (data_dir / "u.item").is_file():
@@ -211,7 +211,7 @@ def _read_movielens(data_dir: Path, lenient: bool, reports: dict[str, ReadReport
                 reports[str(data_dir / "u.item")].skipped.append(err.skipped())
                 continue
             out.append((n, [v[0], title, year, " ".join(g for g, f in zip(genres, flags) if f == "1")]))
-        items = _Table(str(data_dir / "u.item"), ["item_id", "movie_title", "release_year", "class"],
+        items = DelimitedTable(str(data_dir / "u.item"), ["item_id", "movie_title", "release_year", "class"],
                        [v for _, v in out], [n for n, _ in out])
     return inter, users, items
 
@@ -259,8 +259,8 @@ def load_interactions(
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
 
-        def read(p: Path) -> _Table:
-            return _read_recbole_file(p, lenient, reports.setdefault(str(p), ReadReport(str(p))))
+        def read(p: Path) -> DelimitedTable:
+            return read_recbole_table(p, lenient, reports.setdefault(str(p), ReadReport(str(p))))
 
         inter = read(path)
         users = read(data_dir / f"{dataset}.user") if (data_dir / f"{dataset}.user").is_file() else None
@@ -268,16 +268,16 @@ def load_interactions(
     elif fmt == "movielens":
         if not (data_dir / "u.data").is_file():
             raise FileNotFoundError(f"no such file: {data_dir / 'u.data'}")
-        inter, users, items = _read_movielens(data_dir, lenient, reports)
+        inter, users, items = read_movielens_tables(data_dir, lenient, reports)
         user_field, item_field, rating_field, time_field = "user_id", "item_id", "rating", "timestamp"
     else:
         raise ValueError(f"interactions format must be 'recbole', 'movielens' or 'auto', got {fmt!r}")
 
-    def features(table: Optional[_Table], id_field: str) -> tuple[dict[str, dict[str, str]], list[str]]:
+    def features(table: Optional[DelimitedTable], id_field: str) -> tuple[dict[str, dict[str, str]], list[str]]:
         """id → {field: value}; duplicate ids are an error."""
         if table is None:
             return {}, []
-        c = _col(table, id_field)
+        c = column_index(table, id_field)
         out: dict[str, dict[str, str]] = {}
         first: dict[str, int] = {}
         rep = reports.setdefault(table.path, ReadReport(table.path))
@@ -297,8 +297,8 @@ def load_interactions(
     user_tab, user_fields = features(users, user_field)
     item_tab, item_fields = features(items, item_field)
 
-    cu, ci, cr = _col(inter, user_field), _col(inter, item_field), _col(inter, rating_field)
-    ct = _col(inter, time_field)
+    cu, ci, cr = column_index(inter, user_field), column_index(inter, item_field), column_index(inter, rating_field)
+    ct = column_index(inter, time_field)
     rep = reports.setdefault(inter.path, ReadReport(inter.path))
     uidx: dict[str, int] = {}
     iidx: dict[str, int] = {}

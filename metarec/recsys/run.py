@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -24,7 +24,7 @@ from metarec.files import atomic_write_text
 from metarec.log import get_logger
 from metarec.models.features import FeatureStore
 from metarec.recsys.datamodule import ColdStartDataModule
-from metarec.recsys.family import ColdStartFamily
+from metarec.recsys.family import ColdStartFamily, FeatureTable
 from metarec.recsys.metrics import state_table
 from metarec.registry import RECOMMENDERS, RUNNERS
 from metarec.runtime import RunResult, build_encoder, build_family, build_trainer, config_kwargs, fit_model, test_model
@@ -41,6 +41,27 @@ class RatingRunResult(RunResult):
         return state_table(self.episodes)
 
 
+def item_feature_table(cfg: DictConfig, family: Any) -> FeatureTable:
+    """The family's feature table with its item texts embedded by the config's frozen encoder (cached).
+
+    Args:
+        family: a recommendation family with ``item_texts`` and ``feature_table(item_text)`` (the
+            ``coldstart`` and ``ctr_coldstart`` families).
+
+    Raises:
+        ValueError: the encoder is not frozen.
+    """
+    encoder = build_encoder(cfg)
+    if encoder.freeze.value != "frozen":
+        raise ValueError(f"the {cfg.family.name} family embeds item texts with a frozen encoder; got "
+                         f"encoder.freeze={encoder.freeze.value!r} (use encoder.freeze=frozen)")
+    cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
+    texts = family.item_texts
+    store = FeatureStore(encoder, texts, kind="embedding", cache_dir=cache_dir,
+                         batch_size=int(cfg.features.get("batch_size", 64)), memory=cfg.features.get("memory"))
+    return family.feature_table(store(torch.arange(len(texts))))
+
+
 @RUNNERS.register(RECOMMENDERS.kind)
 def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None,
                           fit: bool = True) -> RatingRunResult:
@@ -53,15 +74,7 @@ def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[st
     if not isinstance(family, ColdStartFamily):
         raise ValueError(f"recommender {cfg.algorithm.name!r} needs a rating family (family=coldstart_ml100k), "
                          f"got family {cfg.family.name!r}")
-    encoder = build_encoder(cfg)
-    if encoder.freeze.value != "frozen":
-        raise ValueError(f"the cold-start family embeds item texts with a frozen encoder; got encoder.freeze="
-                         f"{encoder.freeze.value!r} (use encoder.freeze=frozen)")
-    cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
-    texts = family.item_texts
-    store = FeatureStore(encoder, texts, kind="embedding", cache_dir=cache_dir,
-                         batch_size=int(cfg.features.get("batch_size", 64)), memory=cfg.features.get("memory"))
-    table = family.feature_table(store(torch.arange(len(texts))))
+    table = item_feature_table(cfg, family)
     dm = ColdStartDataModule(family, table, meta_batch_size=int(cfg.episodes.meta_batch_size),
                              max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed))
     model = RECOMMENDERS.create(cfg.algorithm.name, schema=table.schema(), train_stats=family.train_stats(),
