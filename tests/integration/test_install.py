@@ -50,14 +50,18 @@ def _run(install: dict[str, Path], *args: str) -> subprocess.CompletedProcess[st
     return out
 
 
-def test_the_installed_package_is_imported_with_its_configs_and_no_checkout(install):
-    out = _run(install, "-c", "import metarec, metarec.config as c, metarec.bench.store as s; "
-                              "print(metarec.__file__); print(c.config_dir()); print(s.source_checkout())")
-    package, configs, checkout = out.stdout.splitlines()
+def test_the_installed_package_is_imported_with_its_data_and_no_checkout(install):
+    out = _run(install, "-c", "import hashlib, metarec, metarec.config as c, metarec.bench.store as s, "
+                              "metarec.data.arsc_bundle as b; "
+                              "print(metarec.__file__); print(c.config_dir()); print(s.source_checkout()); "
+                              "a = b.bundle_dir() / b.ARCHIVE; print(a); "
+                              "print(hashlib.sha256(a.read_bytes()).hexdigest() == b.read_manifest()['archive']['sha256'])")
+    package, configs, checkout, archive, archive_ok = out.stdout.splitlines()
     assert Path(package).is_relative_to(install["site"]), f"imported {package}, not the install"
     assert Path(configs) == install["site"] / "metarec" / "configs"
     assert (Path(configs) / "splits").is_dir()
     assert checkout == "None"  # the surrounding git repository is not metarec's checkout
+    assert Path(archive).is_relative_to(install["site"]) and archive_ok == "True"  # the bundled ARSC files ship
 
 
 def test_metarec_list_runs_from_the_install(install):
