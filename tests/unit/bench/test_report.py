@@ -97,6 +97,12 @@ def test_shipped_suites_load():
     for p in suites:
         s = load_suite(p)
         assert s.cells()
+        # Every method's and family's overrides compose (e.g. `+key=` for a key its config lacks).
+        seen: set[str] = set()
+        for c in s.cells():
+            if c.method not in seen or c.family not in seen:
+                assert c.config().algorithm.name, c.id
+                seen |= {c.method, c.family}
 
 
 def test_excluded_pairs_are_not_cells_and_are_named_in_the_report(tmp_path):
