@@ -98,8 +98,10 @@ def content_digest(checkpoint: Mapping[str, Any]) -> str:
 
 
 def _first_line(e: BaseException) -> str:
+    """``Type: first sentence`` of an exception (torch's zip errors run to a paragraph)."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+    first = text[0].split(". ")[0].rstrip(".") if text else ""
+    return f"{type(e).__name__}: {first}".rstrip(": ")
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):

@@ -185,6 +185,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Bad input: one clear line, no traceback from deep inside a library.
         print(f"metarec: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The machine said no (permissions, a full disk, a read-only file system): name the path.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"metarec: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
