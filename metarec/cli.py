@@ -82,7 +82,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
-        print(f"error: checkpoint {ckpt} does not exist", file=sys.stderr)
+        print(f"metarec: error: checkpoint {ckpt} does not exist", file=sys.stderr)
         return 2
     cfg = compose(args.overrides)
     result = run_experiment(cfg, ckpt_path=str(ckpt), run_dir=Path(cfg.run_dir or ckpt.parent.parent) / "test")
