@@ -188,7 +188,7 @@ def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fi
             check_run_dir(run_dir, resume, bool(cfg.get("overwrite", False)))
         yield
     except OSError as e:
-        if e.filename is None:  # e.g. ENOSPC from a write: say where the run was writing
+        if e.errno is not None and e.filename is None:  # e.g. ENOSPC from a write: say where the run writes
             raise OSError(e.errno, f"{e.strerror or e} (while writing under run_dir)", str(run_dir)) from e
         raise
     finally:
