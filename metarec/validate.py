@@ -60,7 +60,7 @@ def _int_at_least(lo: int) -> tuple[str, Callable[[Any], bool]]:
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": _int_at_least(0),
     "episodes.n_way": _int_at_least(2),
-    "episodes.n_shot": _int_at_least(1),
+    "episodes.n_shot": _int_at_least(0),  # 0: the rating family's suites (no support set); >= 1 checked below
     "episodes.n_query": _int_at_least(1),
     "episodes.meta_batch_size": _int_at_least(1),
     "episodes.eval_seed": _int_at_least(0),
@@ -206,6 +206,16 @@ def _suggest(key: str, path: str, siblings: list[str], everywhere: list[str]) ->
     return last[close[0]] if close else ""
 
 
+def did_you_mean(path: str, root: Optional[Path] = None) -> str:
+    """`` (did you mean X?)`` for a dotted key that is not in the config tree, or ``""``."""
+    known = known_keys(str(root) if root else None)
+    parent, _, key = path.rpartition(".")
+    siblings = sorted({p[len(parent) + 1:].split(".")[0] if parent else p.split(".")[0]
+                       for p in known if (p.startswith(parent + ".") if parent else True)})
+    hint = _suggest(key, path, siblings, sorted(known))
+    return f" (did you mean {hint}?)" if hint else ""
+
+
 def _unknown(path: str, siblings: list[str], everywhere: list[str], where: str) -> ConfigError:
     key = path.rsplit(".", 1)[-1]
     hint = _suggest(key, path, siblings, everywhere)
@@ -322,6 +332,10 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
             raise ConfigError(f"config has no {group} group (choose one, e.g. {group}=...)")
         ctors[group] = _check_group(group, node, everywhere)
     algo, node = ctors["algorithm"], tree["algorithm"]
+    from metarec.registry import RECOMMENDERS
+
+    if node["name"] not in RECOMMENDERS and tree["episodes"]["n_shot"] < 1:
+        raise _bad("episodes.n_shot", tree["episodes"]["n_shot"], f"an integer >= 1 for algorithm {node['name']}")
     precision = str(tree["trainer"]["precision"])
     if precision.startswith("16") and second_order(algo, node):
         raise ConfigError(
