@@ -234,10 +234,13 @@ def _constructor(group: str, name: str) -> Callable[..., Any]:
     import metarec.data  # noqa: F401
     import metarec.models  # noqa: F401
     import metarec.recsys  # noqa: F401
-    from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, RECOMMENDERS
+    from metarec.registry import ENCODERS, FAMILIES, METHODS, method_kind
 
-    if group == "algorithm":
-        return RECOMMENDERS.get(name) if name in RECOMMENDERS else ALGORITHMS.get(name)
+    if group == "algorithm":  # every registry of methods (text algorithms, recommenders, CTR methods, ...)
+        for registry in METHODS:
+            if name in registry:
+                return registry.get(name)
+        method_kind(name)  # raises UnknownNameError listing every known method
     return (FAMILIES if group == "family" else ENCODERS).get(name)
 
 
@@ -332,9 +335,9 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
             raise ConfigError(f"config has no {group} group (choose one, e.g. {group}=...)")
         ctors[group] = _check_group(group, node, everywhere)
     algo, node = ctors["algorithm"], tree["algorithm"]
-    from metarec.registry import RECOMMENDERS
+    from metarec.registry import ALGORITHMS
 
-    if node["name"] not in RECOMMENDERS and tree["episodes"]["n_shot"] < 1:
+    if node["name"] in ALGORITHMS and tree["episodes"]["n_shot"] < 1:  # text episodes need a support set
         raise _bad("episodes.n_shot", tree["episodes"]["n_shot"], f"an integer >= 1 for algorithm {node['name']}")
     precision = str(tree["trainer"]["precision"])
     if precision.startswith("16") and second_order(algo, node):
