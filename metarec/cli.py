@@ -82,7 +82,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.ckpt)
     if not ckpt.is_file():
-        print(f"error: checkpoint {ckpt} does not exist", file=sys.stderr)
+        print(f"metarec: error: checkpoint {ckpt} does not exist", file=sys.stderr)
         return 2
     cfg = compose(args.overrides)
     result = run_experiment(cfg, ckpt_path=str(ckpt), run_dir=Path(cfg.run_dir or ckpt.parent.parent) / "test")
@@ -184,6 +184,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (DataError, UnknownNameError, FileNotFoundError, ValueError) as e:
         # Bad input: one clear line, no traceback from deep inside a library.
         print(f"metarec: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # The machine said no (permissions, a full disk, a read-only file system): name the path.
+        where = f": {e.filename}" if e.filename else ""
+        print(f"metarec: error: {e.strerror or e}{where}", file=sys.stderr)
         return 2
 
 

@@ -46,7 +46,13 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", config_p
     except MissingConfigException as e:
         raise ConfigError(_missing_message(e, root)) from None
     except HydraException as e:
-        raise ConfigError(f"bad config override: {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        m = re.search(r"Could not override '([^']+)'", first)
+        if m:  # an override of a key the tree lacks
+            from metarec.validate import did_you_mean
+
+            raise ConfigError(f"unknown config key {m.group(1)}{did_you_mean(m.group(1))}: {first}") from None
+        raise ConfigError(f"bad config override: {first}") from None
     OmegaConf.resolve(cfg)
     return cfg
 

@@ -15,14 +15,16 @@ from typing import Any, Optional, Sequence
 
 import lightning as L
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from metarec.callbacks import LastCheckpoint
+from metarec.checkpoint import VerifiedCheckpointIO, run_identity
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
 from metarec.progress import LogProgress
 from metarec.registry import ENCODERS, FAMILIES
+from metarec.rundir import ResumableCSVLogger
 
 
 def config_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def build_encoder(cfg: DictConfig) -> TextEncoder:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    # Resuming appends to metrics.csv (Lightning's CSVLogger would delete the rows logged so far).
+    loggers: list[Logger] = [ResumableCSVLogger(save_dir=str(run_dir), name="csv", version="",
+                                                keep_rows=bool(cfg.get("resume_from")))]
     lc = cfg.logger
     if lc.get("wandb", False):
         from lightning.pytorch.loggers import WandbLogger
@@ -86,6 +90,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         inference_mode=False,
         callbacks=cbs, enable_checkpointing=any(isinstance(c, Checkpoint) for c in cbs), logger=build_loggers(cfg, run_dir), deterministic=t.get("deterministic", False),
         fast_dev_run=t.get("fast_dev_run", False),
+        # Every checkpoint carries a checksum and the run's identity, verified on load (metarec/checkpoint.py).
+        plugins=[VerifiedCheckpointIO(run_identity(cfg))],
     )
     kw.update(overrides)
     return L.Trainer(**kw)

@@ -26,6 +26,7 @@ from metarec.log import get_logger
 from metarec.models.encoder import TextEncoder
 from metarec.models.features import FeatureStore
 from metarec.registry import ALGORITHMS, RUNNERS, method_kind
+from metarec.rundir import open_run
 from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importable from here)
     RunResult,
     build_encoder,
@@ -103,6 +104,7 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: O
     """
     runner = RUNNERS.get(method_kind(cfg.algorithm.name))
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit)
+    # Before any work: config validated, checkpoints verified, run_dir locked and checked.
+    with open_run(cfg, run_dir, ckpt_path=ckpt_path, fit=fit):
+        L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit)

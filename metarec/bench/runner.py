@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
 from metarec.bench.report import collect, write_reports
-from metarec.bench.store import RunStore, environment
+from metarec.bench.store import RunStore, atomic_write_text, environment
 from metarec.bench.suite import Cell, config_hash, load_suite
 from metarec.log import get_logger
 
@@ -84,17 +87,56 @@ def run_cell(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool
     return record
 
 
+def die_with_parent() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that makes a child process die (SIGTERM) when its parent dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)`` through ctypes); elsewhere ``None``. Without it a
+    killed ``metarec bench`` leaves its cell worker running, and a rerun runs the same cell
+    alongside the orphan.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: metarec's own errors as they are, others with their type."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {text}"
+
+
 def run_cell_subprocess(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool = False) -> dict[str, Any]:
-    """Runs one cell in a fresh Python process, so its peak memory is its own (not the suite's)."""
+    """Runs one cell in a fresh Python process, so its peak memory is its own (not the suite's).
+
+    The worker dies with this process (:func:`die_with_parent`).
+    """
     spec = json.dumps({"cell": [cell.method, cell.family, cell.n_shot, cell.seed, cell.overrides],
                        "store": str(store.root), "key": key, "suite": suite_name, "force": force})
-    proc = subprocess.run([sys.executable, "-m", "metarec.bench.runner", spec])
+    proc = subprocess.run([sys.executable, "-m", "metarec.bench.runner", spec], preexec_fn=die_with_parent())
     if proc.returncode != 0:
-        raise RuntimeError(f"cell {cell.id} failed (exit {proc.returncode}); see its output above")
+        error = store.failure(key)
+        raise CellFailed(error or f"cell {cell.id} failed (exit {proc.returncode}); see its output above")
     rec = store.load(key)
     if rec is None:
-        raise RuntimeError(f"cell {cell.id} exited without writing {store.cell_dir(key) / 'result.json'}")
+        raise CellFailed(f"cell {cell.id} exited without writing {store.cell_dir(key) / 'result.json'}")
     return rec
+
+
+class CellFailed(RuntimeError):
+    """A cell's worker process failed; the message is its recorded one-line error."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, only: Optional[str] = None,
@@ -121,20 +163,38 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
         bar = tqdm(todo, desc=f"suite {suite.name}", unit="cell", position=0, leave=True, disable=None)
         for cell, key in bar:
             bar.set_postfix_str(cell.id)
-            rec = (run_cell_subprocess if isolate else run_cell)(cell, rs, key, suite.name, force=force)
+            try:
+                rec = (run_cell_subprocess if isolate else run_cell)(cell, rs, key, suite.name, force=force)
+            except Exception as e:  # one broken cell must not stop the suite: record it, go on
+                error = str(e) if isinstance(e, CellFailed) else one_line(e)
+                if not isinstance(e, CellFailed):
+                    rs.write_failure(key, cell.id, error, traceback.format_exc())
+                tqdm.write(f"[{suite.name}] {cell.id}: FAILED: {error}")
+                continue
             m = rec["metrics"]
             score = (f"new/existing MAE {m['test/new/existing/mae']:.3f}" if "test/new/existing/mae" in m
                      else f"AUC cold {m['test/auc_cold']:.4f}, after c {m['test/auc_c']:.4f}" if "test/auc_c" in m
                      else f"acc {100 * m['test/acc']:.1f}")
             tqdm.write(f"[{suite.name}] {cell.id}: {score} ({rec['wall_seconds']:.0f} s)")
     results = collect(rs, keyed)
-    md, files = write_reports(suite, rs, results, latex=latex)
+    failed = [(c.id, err) for c, k in keyed if (err := rs.failure(k)) is not None]
+    if results:
+        md, files = write_reports(suite, rs, results, latex=latex)
+    else:
+        md, files = f"## {suite.name}\n\nNo cell has a result.", [rs.root / "report.md"]
+    if failed:
+        md += "\n\n### Failed cells\n\n" + "\n".join(f"- `{cid}`: FAILED: {err}" for cid, err in failed) + "\n"
+    atomic_write_text(rs.root / "report.md", md)
     print()
     print(md)
     print("written: " + ", ".join(str(f) for f in files))
-    missing = len(keyed) - len(results)
+    missing = len(keyed) - len(results) - len(failed)
     if missing:
         log.warning("%d cells have no result yet", missing)
+    if failed:
+        print(f"metarec: error: {len(failed)} of {len(keyed)} cells failed ({', '.join(c for c, _ in failed)}); "
+              f"listed in {rs.root / 'report.md'}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -149,8 +209,13 @@ def _cell_main(spec_json: str) -> int:
     warnings.filterwarnings("ignore")
     spec = json.loads(spec_json)
     method, family, n_shot, seed, overrides = spec["cell"]
-    run_cell(Cell(method, family, n_shot, seed, overrides), RunStore(Path(spec["store"])), spec["key"],
-             spec["suite"], force=spec["force"])
+    cell, store = Cell(method, family, n_shot, seed, overrides), RunStore(Path(spec["store"]))
+    try:
+        run_cell(cell, store, spec["key"], spec["suite"], force=spec["force"])
+    except Exception as e:  # recorded for the parent (failed.json) and shown as one line
+        store.write_failure(spec["key"], cell.id, one_line(e), traceback.format_exc())
+        print(f"metarec: error: cell {cell.id}: {one_line(e)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,8 +4,10 @@
                    env.json         package versions, git commit, device
                    episodes.jsonl   per-episode accuracy, predictions, fingerprints
                    result.json      metrics, times, memory — written LAST, atomically
+                   failed.json      instead of result.json: the error of a failed cell
 
-A cell is finished iff ``result.json`` exists. Every file is written to a temporary name and
+A cell is finished iff ``result.json`` exists and parses (a truncated one is named in a warning
+and the cell re-runs); a failed cell is not finished, so the next run retries it. Every file is written to a temporary name and
 renamed, so a killed run never leaves a half-written result; an unfinished cell directory is
 cleared and re-run.
 """
@@ -21,10 +23,14 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from metarec.files import atomic_write_text
+from metarec.log import get_logger
 
-__all__ = ["RESULT", "RunStore", "atomic_write_text", "environment"]
+__all__ = ["FAILED", "RESULT", "RunStore", "atomic_write_text", "environment"]
+
+log = get_logger(__name__)
 
 RESULT = "result.json"
+FAILED = "failed.json"
 
 
 def source_checkout() -> Optional[Path]:
@@ -94,7 +100,7 @@ class RunStore:
         return self.root / key
 
     def finished(self, key: str) -> bool:
-        return (self.cell_dir(key) / RESULT).is_file()
+        return self.load(key) is not None
 
     def prepare(self, key: str, force: bool = False) -> Path:
         """An empty directory for (re-)running a cell: leftovers of a killed run are cleared."""
@@ -113,10 +119,35 @@ class RunStore:
         atomic_write_text(d / RESULT, json.dumps(result, indent=2))  # last: marks the cell finished
 
     def load(self, key: str) -> Optional[dict[str, Any]]:
+        """The cell's result record; ``None`` when it has none or an unreadable one (not finished)."""
         p = self.cell_dir(key) / RESULT
         if not p.is_file():
             return None
-        return json.loads(p.read_text())
+        try:
+            rec = json.loads(p.read_text())
+        except (ValueError, OSError) as e:
+            log.warning("%s is truncated or not JSON (%s): the cell counts as not finished", p, e)
+            return None
+        if not isinstance(rec, dict) or "metrics" not in rec:
+            log.warning("%s holds no result record (no 'metrics'): the cell counts as not finished", p)
+            return None
+        return rec
+
+    def write_failure(self, key: str, cell: str, error: str, detail: str = "") -> None:
+        """Records that the cell failed: its one-line error (and a traceback, for the curious)."""
+        atomic_write_text(self.cell_dir(key) / FAILED, json.dumps({"cell": cell, "error": error}, indent=2))
+        if detail:
+            atomic_write_text(self.cell_dir(key) / "error.txt", detail)
+
+    def failure(self, key: str) -> Optional[str]:
+        """The error of a failed, unfinished cell, if one was recorded."""
+        p = self.cell_dir(key) / FAILED
+        if self.finished(key) or not p.is_file():
+            return None
+        try:
+            return str(json.loads(p.read_text())["error"])
+        except (ValueError, OSError, KeyError, TypeError):
+            return f"failed (unreadable {p})"
 
     def episodes(self, key: str) -> list[dict[str, Any]]:
         p = self.cell_dir(key) / "episodes.jsonl"
@@ -125,5 +156,5 @@ class RunStore:
     def keys(self) -> Iterator[str]:
         if self.root.is_dir():
             for d in sorted(self.root.iterdir()):
-                if (d / RESULT).is_file():
+                if d.is_dir() and self.finished(d.name):
                     yield d.name

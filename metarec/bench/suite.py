@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from metarec.config import compose
 
 #: Keys that do not change a cell's result (display, paths): excluded from its hash.
-VOLATILE_KEYS = ("run_dir", "resume_from", "trainer.enable_progress_bar", "logger", "features.cache_dir",
+VOLATILE_KEYS = ("run_dir", "resume_from", "overwrite", "trainer.enable_progress_bar", "logger", "features.cache_dir",
                  "features.batch_size", "features.memory", "name", "tags")
 
 

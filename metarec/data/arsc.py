@@ -43,7 +43,7 @@ import numpy as np
 from metarec.data.arsc_bundle import bundled_arsc_dir
 from metarec.data.corpus import DataError, LabeledCorpus
 from metarec.data.family import Task, TaskFamily
-from metarec.data.readers import LabeledLines, ReadReport, read_json, read_labeled_lines
+from metarec.data.readers import LabeledLines, ReadReport, data_warning, read_json, read_labeled_lines
 from metarec.data.tabular import resolve_split_file
 from metarec.log import get_logger
 from metarec.evaluation.tables import per_task_table  # noqa: F401  (re-exported)
@@ -232,8 +232,8 @@ def official_protocol(opts: _Options, target_dir: Path, holdout_domains: Optiona
     targets = read_domain_list(target_dir / TARGET_LIST)
     overlap = [d for d in targets if d in opts.filtered]
     if overlap:
-        log.warning("arsc: target domains %s of %s are also in %s; they are left out of meta-training",
-                    overlap, target_dir / TARGET_LIST, opts.filtered_list)
+        data_warning(log, opts.strict, "arsc: target domains %s of %s are also in %s; they are left out of "
+                     "meta-training", overlap, target_dir / TARGET_LIST, opts.filtered_list)
     held = list(dict.fromkeys(overlap + list(holdout_domains or [])))
     return _Protocol("official", held, targets, target_dir, support_rows=lambda task, path, lines: None,
                      expect_shot=opts.n_shot)
@@ -321,7 +321,9 @@ def arsc(
         max_per_class: keep at most this many lines of each label per meta-train ``.train``
             and ``.dev`` file, drawn once with ``seed`` (quick runs; feature caching of all
             ~60k training lines takes minutes on a CPU). Target files are always read whole.
-        strict: a listed file that is missing is an error instead of a warning.
+        strict: every data warning is an error: a listed file that is missing, a task dropped for
+            too few lines (e.g. an empty file), lines skipped under ``lenient``, uneven target
+            supports, target domains also listed for meta-training.
         lenient: skip malformed lines (reported in one warning and in ``metadata``) instead
             of raising.
         seed: seed of ``max_per_class`` subsampling and of fallback support sets; never the
@@ -449,7 +451,7 @@ def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
                                    labels=np.empty(0, dtype=np.int64), support=s_rows, query=q_rows))
     if reports:
         n_skip = sum(r.n_skipped for r in reports)
-        log.warning("arsc: lenient read skipped %d malformed lines in %d files: %s", n_skip, len(reports),
+        data_warning(log, opts.strict, "arsc: lenient read skipped %d malformed lines in %d files: %s", n_skip, len(reports),
                     " | ".join(r.summary(limit=3) for r in reports))
 
     root, test_dir = opts.root, protocol.test_dir
@@ -463,8 +465,8 @@ def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
         for task in tasks:
             task.labels = builder.class_ids(task.indices)
 
-    dropped = _drop_small(splits, opts.n_shot, opts.n_query, builder)
-    _check_targets(splits["test"], builder, protocol.expect_shot)
+    dropped = _drop_small(splits, opts.n_shot, opts.n_query, builder, opts.strict)
+    _check_targets(splits["test"], builder, protocol.expect_shot, opts.strict)
     for split, tasks in splits.items():
         if not tasks:
             raise DataError(f"arsc: split {split!r} has no tasks (data_dir {root}, target_dir {test_dir}, "
@@ -495,7 +497,7 @@ def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
 
 
 def _drop_small(splits: dict[str, list[Task]], n_shot: Optional[int], n_query: Optional[int],
-                builder: _CorpusBuilder) -> dict[str, list[str]]:
+                builder: _CorpusBuilder, strict: bool = False) -> dict[str, list[str]]:
     """Drops train/val tasks with a class of fewer than ``n_shot + n_query`` lines (one warning)."""
     if n_shot is None or n_query is None:
         return {}
@@ -513,12 +515,12 @@ def _drop_small(splits: dict[str, list[Task]], n_shot: Optional[int], n_query: O
                 keep.append(task)
         splits[split] = keep
     if dropped:
-        log.warning("arsc: n_shot + n_query = %d lines per class are needed for an episode; dropped %s",
-                    need, "; ".join(f"{split} tasks {', '.join(v)}" for split, v in dropped.items()))
+        data_warning(log, strict, "arsc: n_shot + n_query = %d lines per class are needed for an episode; dropped %s",
+                     need, "; ".join(f"{split} tasks {', '.join(v)}" for split, v in dropped.items()))
     return dropped
 
 
-def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Optional[int]) -> None:
+def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Optional[int], strict: bool = False) -> None:
     """A fixed task must have both classes in its support and no query class outside it."""
     uneven = []
     labels = np.asarray(builder.labels)
@@ -534,8 +536,8 @@ def _check_targets(tasks: list[Task], builder: _CorpusBuilder, expect_shot: Opti
         if expect_shot is not None and (s != expect_shot).any():
             uneven.append(f"{task.name} ({'/'.join(f'{int(n)} {c}' for n, c in zip(s, LABEL_NAMES))})")
     if uneven:
-        log.warning("arsc: target support sets differ from n_shot=%d per class; they are used as they are: %s",
-                    expect_shot, ", ".join(uneven))
+        data_warning(log, strict, "arsc: target support sets differ from n_shot=%d per class; they are used as "
+                     "they are: %s", expect_shot, ", ".join(uneven))
 
 
 #: Version of the development split file format (see :func:`make_dev_split`).

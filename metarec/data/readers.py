@@ -11,6 +11,7 @@ directory.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Optional
@@ -138,6 +139,18 @@ def decode_lines(path: Path | str, data: Optional[bytes] = None, lenient: bool =
     return out
 
 
+def data_warning(logger: logging.Logger, strict: bool, message: str, *args: Any) -> None:
+    """A problem with the data that a run can go on with: a warning, or under ``strict`` an error.
+
+    Raises:
+        DataError: under ``strict``, with the message and how to allow it.
+    """
+    if strict:
+        raise DataError((message % args if args else message) + " (strict=true makes this an error; "
+                        "strict=false lets the run go on with a warning)")
+    logger.warning(message, *args)
+
+
 @dataclass
 class LabeledLines:
     """The examples of one ``text<TAB>label`` file.
@@ -166,8 +179,10 @@ def read_labeled_lines(
 ) -> LabeledLines:
     """Reads a ``text<TAB>label`` file strictly.
 
-    The label is what follows the last tab (stripped of surrounding spaces); the text is
-    everything before it, stripped.
+    A line holds exactly one tab: the label follows it (stripped of surrounding spaces), the
+    text precedes it (stripped). A second tab or a carriage return inside a line means records
+    ran together (a lost newline, CR-only line ends) or a text field holds a tab: an error,
+    or under ``lenient`` a counted skip — never a silently merged record.
 
     Args:
         path: the file.
@@ -181,8 +196,9 @@ def read_labeled_lines(
 
     Raises:
         LineError: (a :class:`DataError`) naming file, line and value, for a line without
-            a tab, an empty label or one outside ``labels``, an empty text, or a non-UTF-8
-            byte (with its byte offset). Not raised under ``lenient``.
+            a tab, with more than one tab or a carriage return, an empty label or one outside
+            ``labels``, an empty text, or a non-UTF-8 byte (with its byte offset). Not raised
+            under ``lenient``.
         FileNotFoundError: if the file does not exist.
     """
     path = Path(path)
@@ -195,8 +211,13 @@ def read_labeled_lines(
     line_nos: list[int] = []
     for n, line in decode_lines(path, lenient=lenient, report=report):
         problem: Optional[tuple[str, str]] = None
-        if "\t" not in line:
+        if "\r" in line:  # CR-only line ends, or records run together: many records in one "line"
+            problem = ("carriage return inside the line (CR-only line ends or records run together?)", line)
+        elif "\t" not in line:
             problem = ("line without a tab (expected text<TAB>label)", line)
+        elif line.count("\t") > 1:  # a tab in the text, or a lost newline joining records
+            problem = (f"{line.count(chr(9))} tabs, expected exactly one (text<TAB>label; records run together "
+                       "or a tab inside the text?)", line)
         else:
             text, label = line.rsplit("\t", 1)
             text, label = text.strip(), label.strip()

@@ -740,3 +740,8 @@ def synthetic_sentiment(seed: int = 0, **knobs: Any) -> TaskFamily:
     metadata = {"generator": "make_reviews", "seed": seed, "knobs": all_knobs,
                 "split": {k: [domains[g] for g in v] for k, v in split.items()}}
     return TaskFamily.from_group_split("synthetic_sentiment", corpus, split, synthetic=True, metadata=metadata)
+
+
+# Where the **knobs go: config validation reads the accepted keys there.
+synthetic_category.kwargs_target = make_catalog  # type: ignore[attr-defined]
+synthetic_sentiment.kwargs_target = make_reviews  # type: ignore[attr-defined]

@@ -318,6 +318,11 @@ def minilm_encoder(**kw: Any) -> TextEncoder:
     return load_hf_encoder(default_encoder_path(), **kw)
 
 
+# Where the **kw of these constructors go: config validation reads the accepted keys there.
+hf_encoder.kwargs_target = load_hf_encoder  # type: ignore[attr-defined]
+minilm_encoder.kwargs_target = load_hf_encoder  # type: ignore[attr-defined]
+
+
 @ENCODERS.register("tiny_bert")
 def tiny_bert_encoder(
     hidden_size: int = 32,
@@ -345,3 +350,6 @@ def tiny_bert_encoder(
         torch.manual_seed(seed)
         model = BertModel(config, add_pooling_layer=False)
     return TextEncoder(model, tokenizer, identity=f"tiny_bert-h{hidden_size}-l{num_layers}-s{seed}", **kw)
+
+
+tiny_bert_encoder.kwargs_target = TextEncoder  # type: ignore[attr-defined]

@@ -199,3 +199,6 @@ class ColdStartFamily:
 @FAMILIES.register("coldstart")
 def coldstart_family(**kw: Any) -> ColdStartFamily:
     return ColdStartFamily(**kw)
+
+
+coldstart_family.kwargs_target = ColdStartFamily  # type: ignore[attr-defined]  (config validation reads its keys)

@@ -22,11 +22,18 @@ def test_reads_text_label_lines(tmp_path):
     assert r.report.n_kept == 2 and r.report.n_skipped == 0
 
 
-def test_crlf_bom_no_final_newline_and_last_tab(tmp_path):
-    p = _write(tmp_path, b"\xef\xbb\xbfa\tb text\t1\r\nsecond\t-1")
+def test_crlf_bom_no_final_newline(tmp_path):
+    p = _write(tmp_path, b"\xef\xbb\xbfa b text\t1\r\nsecond\t-1")
     r = read_labeled_lines(p, labels=LABELS)
-    assert r.texts == ["a\tb text", "second"]  # the label is after the LAST tab
+    assert r.texts == ["a b text", "second"]
     assert r.labels == ["1", "-1"]
+
+
+def test_a_tab_inside_the_text_is_an_error_not_a_merged_record(tmp_path):
+    # Splitting on the last tab once let run-together records through as one text (issue 18).
+    p = _write(tmp_path, b"a\tb text\t1\r\nsecond\t-1")
+    with pytest.raises(LineError, match="line 1: 2 tabs, expected exactly one"):
+        read_labeled_lines(p, labels=LABELS)
 
 
 def test_any_label_when_none_declared(tmp_path):
