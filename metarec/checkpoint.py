@@ -34,6 +34,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 
 from metarec.log import get_logger
+from metarec.registry import ALGORITHMS, RECOMMENDERS
 
 log = get_logger(__name__)
 
@@ -200,7 +201,6 @@ def check_identity(path: Any, checkpoint: Mapping[str, Any], expected: Mapping[s
 
 
 def _algorithm_class_name(name: str) -> Optional[str]:
-    from metarec.registry import ALGORITHMS, RECOMMENDERS
 
     for reg in (ALGORITHMS, RECOMMENDERS):
         if name in reg:

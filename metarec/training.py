@@ -9,8 +9,9 @@ meta-training), tests the best checkpoint on the fixed test episodes and returns
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import lightning as L
 from omegaconf import DictConfig
@@ -26,7 +27,9 @@ from metarec.log import get_logger
 from metarec.models.encoder import TextEncoder
 from metarec.models.features import FeatureStore
 from metarec.registry import ALGORITHMS, RUNNERS, method_kind
-from metarec.rundir import open_run
+from metarec.checkpoint import verify_checkpoint
+from metarec.config import ConfigError
+from metarec.rundir import RunDirLock, check_run_dir, is_rank_zero
 from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importable from here)
     RunResult,
     build_encoder,
@@ -38,7 +41,56 @@ from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importabl
     test_model,
 )
 
+from metarec.validate import algorithm_class, validate_config
+
 log = get_logger(__name__)
+
+
+@contextmanager
+def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True) -> Iterator[None]:
+    """Everything checked before a run does any work, and ``run_dir`` held while it runs.
+
+    In order: the config (:func:`metarec.validate.validate_config`); the checkpoint to test
+    (``ckpt_path``) or resume from (``resume_from``): checksum and identity
+    (:mod:`metarec.checkpoint`), and for a resume, that steps are left below
+    ``trainer.max_steps``; then the lock on ``run_dir`` and, for a fit, that the directory holds
+    no other run (:func:`metarec.rundir.check_run_dir`). An OS error without a path (a full disk) is given
+    ``run_dir`` as its path.
+
+    Raises:
+        ConfigError, CheckpointError, RunDirError: one line each, before any work.
+    """
+    fitting = fit and ckpt_path is None
+    validate_config(cfg, fitting=fitting)
+    trains = fitting and getattr(algorithm_class(cfg), "trains", True) and int(cfg.trainer.max_steps) > 0
+    resume = cfg.get("resume_from")
+    if ckpt_path:
+        verify_checkpoint(ckpt_path, cfg)
+    if resume and trains:
+        step = int(verify_checkpoint(resume, cfg).get("global_step", 0))
+        if step >= int(cfg.trainer.max_steps):
+            raise ConfigError(f"resume_from={resume} is at step {step} and trainer.max_steps={cfg.trainer.max_steps}: "
+                              "nothing is left to train; raise trainer.max_steps, or test the checkpoint with "
+                              f"`metarec test {resume}`")
+        log.info("resuming from %s at step %d of %d", resume, step, cfg.trainer.max_steps)
+    elif resume and fitting:
+        log.warning("resume_from=%s is ignored: algorithm %s has no meta-training", resume, cfg.algorithm.name)
+    if not is_rank_zero():  # DDP workers write into rank 0's directory
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunDirLock(run_dir)
+    lock.acquire()
+    try:
+        if trains:
+            check_run_dir(run_dir, resume, bool(cfg.get("overwrite", False)))
+        yield
+    except OSError as e:
+        if e.errno is not None and e.filename is None:  # e.g. ENOSPC from a write: say where the run writes
+            raise OSError(e.errno, f"{e.strerror or e} (while writing under run_dir)", str(run_dir)) from e
+        raise
+    finally:
+        lock.release()
 
 
 def build_features(cfg: DictConfig, encoder: TextEncoder, family: TaskFamily) -> FeatureStore:

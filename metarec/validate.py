@@ -30,10 +30,13 @@ from typing import Any, Callable, Iterator, Literal, Optional, Union
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from metarec.config import ConfigError, config_dir
+import metarec.algorithms  # noqa: F401  (registers the algorithms whose signatures are checked)
+import metarec.data  # noqa: F401  (registers the families)
+import metarec.models  # noqa: F401  (registers the encoders)
+import metarec.recsys  # noqa: F401  (registers the recommenders and rating families)
+from metarec.registry import ALGORITHMS, ENCODERS, FAMILIES, METHODS, method_kind
+from metarec.config import CONSTRUCTOR_GROUPS, ConfigError, config_dir, did_you_mean, known_keys, suggest_key
 
-#: Config groups whose keys are constructor parameters (checked against signatures).
-CONSTRUCTOR_GROUPS = ("algorithm", "family", "encoder")
 #: Parameters the runner passes itself; a config that sets them is refused (they come from elsewhere).
 INJECTED = {
     "algorithm": {"encoder": "the encoder group", "n_way": "episodes.n_way", "max_steps": "trainer.max_steps",
@@ -81,47 +84,6 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
                                                "bf16", "16-true", "bf16-true", "transformer-engine"}),
     "features.batch_size": _int_at_least(1),
 }
-
-
-# -- what the config tree knows ---------------------------------------------------------------------
-def _leaves(node: Any, prefix: str, out: dict[str, Any]) -> None:
-    """Dotted paths of ``node``'s keys; a mapping is recursed into, its own path recorded as ``{}``."""
-    if not isinstance(node, dict):
-        return
-    for k, v in node.items():
-        if not isinstance(k, str) or (not prefix and k == "defaults"):
-            continue
-        path = f"{prefix}.{k}" if prefix else k
-        if path.split(".")[0] in CONSTRUCTOR_GROUPS:
-            out.setdefault(path.split(".")[0], {})
-            continue
-        if isinstance(v, dict):
-            out.setdefault(path, {})
-            _leaves(v, path, out)
-        elif path not in out or out[path] is None:
-            out[path] = v
-
-
-@lru_cache(maxsize=4)
-def known_keys(root: Optional[str] = None) -> dict[str, Any]:
-    """Every non-constructor key the config tree under ``root`` sets, with an example value."""
-    base = Path(root) if root else config_dir()
-    out: dict[str, Any] = {}
-    for f in sorted(base.rglob("*.yaml")):
-        rel = f.relative_to(base)
-        group = rel.parts[0] if len(rel.parts) > 1 else ""
-        if group in CONSTRUCTOR_GROUPS:
-            continue
-        try:
-            text = f.read_text(encoding="utf-8")
-            data = yaml.safe_load(text)
-        except (OSError, yaml.YAMLError):
-            continue  # Hydra reports a broken file when it composes it
-        glob = group in ("", "experiment") or "@package _global_" in text
-        if not glob:
-            out.setdefault(group, {})
-        _leaves(data, "" if glob else group, out)
-    return out
 
 
 # -- what a constructor accepts ---------------------------------------------------------------------
@@ -196,29 +158,9 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "") if not isinstance(hint, type) else hint.__name__
 
 
-def _suggest(key: str, path: str, siblings: list[str], everywhere: list[str]) -> str:
-    close = difflib.get_close_matches(key, siblings, n=1, cutoff=0.6)
-    if close:
-        return f"{path.rsplit('.', 1)[0]}.{close[0]}" if "." in path else close[0]
-    # A key at the wrong level (``max_steps`` for ``trainer.max_steps``): match the last part.
-    last = {p.rsplit(".", 1)[-1]: p for p in everywhere if "." in p}
-    close = difflib.get_close_matches(key, list(last), n=1, cutoff=0.8)
-    return last[close[0]] if close else ""
-
-
-def did_you_mean(path: str, root: Optional[Path] = None) -> str:
-    """`` (did you mean X?)`` for a dotted key that is not in the config tree, or ``""``."""
-    known = known_keys(str(root) if root else None)
-    parent, _, key = path.rpartition(".")
-    siblings = sorted({p[len(parent) + 1:].split(".")[0] if parent else p.split(".")[0]
-                       for p in known if (p.startswith(parent + ".") if parent else True)})
-    hint = _suggest(key, path, siblings, sorted(known))
-    return f" (did you mean {hint}?)" if hint else ""
-
-
 def _unknown(path: str, siblings: list[str], everywhere: list[str], where: str) -> ConfigError:
     key = path.rsplit(".", 1)[-1]
-    hint = _suggest(key, path, siblings, everywhere)
+    hint = suggest_key(key, path, siblings, everywhere)
     did = f" (did you mean {hint}?)" if hint else ""
     shown = ", ".join(sorted(siblings)[:25]) + (", …" if len(siblings) > 25 else "")
     return ConfigError(f"unknown config key {path}{did}; {where} knows: {shown}")
@@ -230,11 +172,6 @@ def _bad(path: str, value: Any, expected: str) -> ConfigError:
 
 # -- the walk --------------------------------------------------------------------------------------
 def _constructor(group: str, name: str) -> Callable[..., Any]:
-    import metarec.algorithms  # noqa: F401  (registers)
-    import metarec.data  # noqa: F401
-    import metarec.models  # noqa: F401
-    import metarec.recsys  # noqa: F401
-    from metarec.registry import ENCODERS, FAMILIES, METHODS, method_kind
 
     if group == "algorithm":  # every registry of methods (text algorithms, recommenders, CTR methods, ...)
         for registry in METHODS:
@@ -335,7 +272,6 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
             raise ConfigError(f"config has no {group} group (choose one, e.g. {group}=...)")
         ctors[group] = _check_group(group, node, everywhere)
     algo, node = ctors["algorithm"], tree["algorithm"]
-    from metarec.registry import ALGORITHMS
 
     if node["name"] in ALGORITHMS and tree["episodes"]["n_shot"] < 1:  # text episodes need a support set
         raise _bad("episodes.n_shot", tree["episodes"]["n_shot"], f"an integer >= 1 for algorithm {node['name']}")
