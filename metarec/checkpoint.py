@@ -22,8 +22,6 @@ that change a value change the digest; bytes that break the archive fail ``torch
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -33,6 +31,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig
 
+from metarec.files import atomic_write
 from metarec.log import get_logger
 from metarec.registry import ALGORITHMS, RECOMMENDERS
 
@@ -124,19 +123,8 @@ class VerifiedCheckpointIO(TorchCheckpointIO):
         if self.identity is not None:
             checkpoint[IDENTITY_KEY] = dict(self.identity)
         checkpoint[DIGEST_KEY] = content_digest(checkpoint)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # Atomic: a killed process leaves the previous file (e.g. last.ckpt), never half of a new one.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(Path(path), lambda f: torch.save(checkpoint, f), binary=True)
 
     def load_checkpoint(self, path: Any, map_location: Optional[Any] = None,
                         weights_only: Optional[bool] = None) -> dict[str, Any]:
