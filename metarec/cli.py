@@ -3,6 +3,7 @@
     metarec fit   [OVERRIDES...]           train + test one experiment, e.g. experiment=quickstart/protonet
     metarec test  CKPT [OVERRIDES...]      test a checkpoint on the experiment's fixed test episodes
     metarec bench SUITE [--force] ...      run a benchmark suite (resumable) and print its table
+    metarec tune  SUITE [--trials N] ...   equal-budget Optuna search per method on meta-validation (resumable)
     metarec list  [algorithms|recommenders|ctr|families|encoders|experiments]
     metarec arsc-dev-split DATA_DIR OUT    draw the ARSC development protocol's split file once
 
@@ -99,6 +100,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
                      report_only=args.report_only)
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from metarec.bench.tune import run_tune
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # metarec logs each trial itself
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+    md, _ = run_tune(Path(args.suite), store=Path(args.store) if args.store else None, storage=args.storage,
+                     only=args.only, overrides=args.overrides, trials=args.trials, max_steps=args.steps,
+                     test=not args.no_test, report_only=args.report_only)
+    print(md)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     import metarec.algorithms  # noqa: F401
     import metarec.data  # noqa: F401
@@ -151,6 +167,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="run cells in this process (default: one process per cell, for exact peak memory)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every cell")
     p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("tune", help="tune every method of a suite on meta-validation (Optuna), test the winners")
+    p.add_argument("suite", help="a suite file with a tune: block, e.g. benchmarks/suites/tune-arsc-dev.yaml")
+    p.add_argument("--store", help="run store directory (default: runs/tune/<suite name>)")
+    p.add_argument("--storage", help="Optuna RDB URL shared by several workers (default: sqlite:///<store>/tune.db)")
+    p.add_argument("--trials", type=int, help="finished trials per study (overrides tune.trials)")
+    p.add_argument("--steps", type=int, help="meta-training steps per trial (overrides tune.max_steps)")
+    p.add_argument("--only", default=None, help="run only studies whose name contains this text")
+    p.add_argument("--no-test", action="store_true", help="tune only; test the winners in a later run")
+    p.add_argument("--report-only", action="store_true", help="rebuild report and plots from the studies; run nothing")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides applied to every trial")
+    p.set_defaults(fn=cmd_tune)
     p = sub.add_parser("list", help="list registered names")
     p.add_argument("kind", nargs="?", choices=["algorithms", "recommenders", "ctr", "families", "encoders", "experiments"])
     p.set_defaults(fn=cmd_list)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,8 +27,9 @@ from metarec.registry import ENCODERS, FAMILIES
 from metarec.rundir import ResumableCSVLogger
 
 
-def config_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name",)) -> dict[str, Any]:
-    """A config node as constructor keyword arguments, without the keys in ``drop`` (its registry name)."""
+def config_kwargs(node: DictConfig, drop: tuple[str, ...] = ("name", "search")) -> dict[str, Any]:
+    """A config node as constructor keyword arguments, without the keys in ``drop`` (its registry name,
+    and ``search``: an algorithm's tuning space, metarec/bench/space.py, never a constructor argument)."""
     d = OmegaConf.to_container(node, resolve=True)
     assert isinstance(d, dict)
     return {k: v for k, v in d.items() if k not in drop}
@@ -57,6 +58,14 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
     return loggers
 
 
+def accumulate_grad_batches(cfg: DictConfig) -> int:
+    """``trainer.accumulate_grad_batches``, validated (an integer >= 1)."""
+    k = cfg.trainer.get("accumulate_grad_batches", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"trainer.accumulate_grad_batches must be an integer >= 1, got {k!r}")
+    return k
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
     """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc`` and ``last.ckpt``.
@@ -68,6 +77,14 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     """
     t = cfg.trainer
     cbs = [*callbacks, LogProgress()]  # progress lines in the log when stderr is not a terminal
+    k = accumulate_grad_batches(cfg)
+    es = t.get("early_stopping") or {}
+    if es.get("patience") is not None:
+        if int(es.patience) < 1 or float(es.get("min_delta", 0.0)) < 0:
+            raise ValueError(f"trainer.early_stopping needs patience >= 1 and min_delta >= 0, got {dict(es)}")
+        # check_on_train_epoch_end=False: check after each validation (an epoch is the whole run here).
+        cbs.append(EarlyStopping(monitor="val/acc", mode="max", patience=int(es.patience),
+                                 min_delta=float(es.get("min_delta", 0.0)), check_on_train_epoch_end=False))
     if checkpoint:
         keep = int(t.get("keep_checkpoints", 1))
         if keep == 0 or keep < -1:
@@ -81,7 +98,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),
         precision=t.precision, max_steps=t.max_steps, max_epochs=-1 if t.max_steps > 0 else 1,
-        val_check_interval=min(t.val_check_interval, max(t.max_steps, 1)), check_val_every_n_epoch=None,
+        # Lightning counts val_check_interval in batches; with accumulation a step is k batches.
+        val_check_interval=min(t.val_check_interval, max(t.max_steps, 1)) * k, check_val_every_n_epoch=None,
+        accumulate_grad_batches=k,
         num_sanity_val_steps=0, log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.get("gradient_clip_val"),
         enable_progress_bar=t.enable_progress_bar, enable_model_summary=False,
         # Episodes are sharded per rank by EpisodicDataModule; Lightning's sampler would reshuffle.

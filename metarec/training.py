@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import lightning as L
 from omegaconf import DictConfig
@@ -32,6 +32,7 @@ from metarec.config import ConfigError
 from metarec.rundir import RunDirLock, check_run_dir, is_rank_zero
 from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importable from here)
     RunResult,
+    accumulate_grad_batches,
     build_encoder,
     build_family,
     build_loggers,
@@ -107,6 +108,7 @@ def build_datamodule(cfg: DictConfig, family: TaskFamily, features: FeatureStore
         family, features, n_way=e.n_way, n_shot=e.n_shot, n_query=e.n_query,
         meta_batch_size=e.meta_batch_size, max_steps=cfg.trainer.max_steps, seed=cfg.seed,
         eval_seed=e.eval_seed, val_episodes=e.val_episodes, test_episodes=e.test_episodes,
+        accumulate=accumulate_grad_batches(cfg),
     )
 
 
@@ -123,17 +125,29 @@ def build_algorithm(cfg: DictConfig, encoder: TextEncoder) -> MetaLearner:
 
 
 @RUNNERS.register(ALGORITHMS.kind)
-def run_episodic(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True) -> RunResult:
-    """The run path of a text algorithm: fits, then tests the best checkpoint on the fixed test episodes."""
-    family = build_family(cfg)
+def run_episodic(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True,
+                 test: bool = True, callbacks: Sequence[L.Callback] = (),
+                 family: Optional[TaskFamily] = None) -> RunResult:
+    """The run path of a text algorithm: fits, then tests the best checkpoint on the fixed test episodes.
+
+    Args:
+        test: ``False`` (tuning) never builds the test split: the result's metrics are the best
+            ``val/acc`` of the fit (or one validation of an algorithm without meta-training).
+        callbacks: extra Lightning callbacks of the fit (e.g. a tuning trial's pruning callback).
+        family: the family ``cfg.family`` builds, when the caller already has it (tuning trials
+            share one: loading ARSC takes ~20 s); families are never modified by a run.
+    """
+    family = family or build_family(cfg)
     encoder = build_encoder(cfg)
     features = build_features(cfg, encoder, family)
     dm = build_datamodule(cfg, family, features)
     model = build_algorithm(cfg, encoder)
 
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, callbacks=callbacks)
     trained, fit_s = fit_model(cfg, trainer, model, dm, ckpt_path=ckpt_path, fit=fit)
     best = (getattr(trainer.checkpoint_callback, "best_model_path", None) or None) if trained else None
+    if not test:
+        return _validation_result(trainer, model, dm, run_dir, best, fit_s, trained)
     test_ckpt = ckpt_path or best
     if cfg.trainer.get("fast_dev_run", False):
         test_ckpt = None
@@ -146,17 +160,42 @@ def run_episodic(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None
     )
 
 
+def _validation_result(trainer: L.Trainer, model: MetaLearner, dm: EpisodicDataModule, run_dir: Path,
+                       best: Optional[str], fit_s: float, trained: bool) -> RunResult:
+    """The result of a fit without test: the best validation accuracy (what tuning maximizes)."""
+    score = getattr(trainer.checkpoint_callback, "best_model_score", None) if trained else None
+    if score is None:  # no meta-training (or no validation ran): validate the model as it is
+        trainer.validate(model, datamodule=dm, verbose=False)
+        score = trainer.callback_metrics["val/acc"]
+    return RunResult(metrics={"val/acc": float(score)}, episodes=[], episode_set="", run_dir=str(run_dir),
+                     best_checkpoint=best, fit_seconds=fit_s, test_seconds=0.0,
+                     label_map=dict(dm.family.corpus.label_map), trained=trained)
+
+
 def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: Optional[str] = None,
-                   fit: bool = True) -> RunResult:
+                   fit: bool = True, test: bool = True, callbacks: Sequence[L.Callback] = (),
+                   family: Optional[TaskFamily] = None) -> RunResult:
     """Fits (when the method trains and ``fit``) and tests one configured experiment.
 
     The run path is the one registered in :data:`~metarec.registry.RUNNERS` for the kind of
     registry that holds ``algorithm.name``: :func:`run_episodic` for a text algorithm,
     :func:`metarec.recsys.run.run_rating_experiment` for a recommender.
     """
-    runner = RUNNERS.get(method_kind(cfg.algorithm.name))
+    kind = method_kind(cfg.algorithm.name)
+    runner = RUNNERS.get(kind)
+    extra: dict = {}
+    if kind == ALGORITHMS.kind:
+        extra = dict(test=test, callbacks=callbacks, family=family)
+    else:
+        if accumulate_grad_batches(cfg) != 1:
+            # The other run paths' data modules are not checked for accumulation equivalence.
+            raise ValueError(f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} is not supported "
+                             f"by {cfg.algorithm.name!r} ({kind}); raise episodes.meta_batch_size instead")
+        if not test or callbacks or family is not None:
+            raise ValueError(f"{cfg.algorithm.name!r} ({kind}): a fit without test (tuning), extra callbacks or a "
+                             "given family are supported for text algorithms only")
     run_dir = Path(run_dir or cfg.run_dir or Path("runs") / cfg.name)
     # Before any work: config validated, checkpoints verified, run_dir locked and checked.
     with open_run(cfg, run_dir, ckpt_path=ckpt_path, fit=fit):
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit)
+        return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit, **extra)

@@ -73,6 +73,9 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "trainer.val_check_interval": _int_at_least(1),
     "trainer.log_every_n_steps": _int_at_least(1),
     "trainer.num_nodes": _int_at_least(1),
+    "trainer.accumulate_grad_batches": _int_at_least(1),
+    "trainer.early_stopping.patience": ("null or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "trainer.early_stopping.min_delta": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
     "trainer.keep_checkpoints": ("-1 (all) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
     "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
     "trainer.devices": ("an integer >= 1, a list of device ids or 'auto'",
@@ -195,8 +198,8 @@ def _check_group(group: str, node: dict[str, Any], everywhere: list[str]) -> Cal
     accepted = sorted(set(params) - set(INJECTED[group]) | {"name"})
     for key, value in node.items():
         path = f"{group}.{key}"
-        if key == "name":
-            continue
+        if key == "name" or (group == "algorithm" and key == "search"):
+            continue  # search: the tuning space beside the defaults (metarec/bench/space.py), not an argument
         if key in INJECTED[group] and key in params:
             raise ConfigError(f"{path} cannot be set: it comes from {INJECTED[group][key]}")
         if key not in params:

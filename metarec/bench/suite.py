@@ -17,6 +17,7 @@ Example (``benchmarks/suites/quickstart.yaml``)::
       - {method: Induction Networks, family: arsc, n_shot: 5, value: 85.63, source: "Geng et al. 2019"}
     exclude:                             # method × family pairs that do not apply (listed in the report)
       - {method: protonet, family: sentiment, reason: "..."}
+    tune: {trials: 12, max_steps: 100}   # `metarec tune SUITE`: the equal budget (metarec/bench/tune.py)
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from metarec.config import compose
 
 #: Keys that do not change a cell's result (display, paths): excluded from its hash.
 VOLATILE_KEYS = ("run_dir", "resume_from", "overwrite", "trainer.enable_progress_bar", "logger", "features.cache_dir",
-                 "features.batch_size", "features.memory", "name", "tags")
+                 "features.batch_size", "features.memory", "name", "tags",
+                 "algorithm.search")
 
 
 class SuiteError(ValueError):
@@ -87,6 +89,7 @@ class Suite:
     reported: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
     exclude: list[dict[str, str]] = field(default_factory=list)
+    tune: Optional[dict[str, Any]] = None  # budget and sampler of `metarec tune` (metarec.bench.tune.TuneSpec)
 
     def excluded(self, method: str, family: str) -> bool:
         return any(e["method"] == method and e["family"] == family for e in self.exclude)
@@ -123,7 +126,7 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}: a suite is a mapping with keys name, methods, families, shots, seeds")
     known = {"name", "description", "synthetic", "reference", "overrides", "methods", "families", "shots", "seeds",
-             "reported", "exclude"}
+             "reported", "exclude", "tune"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise SuiteError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -157,5 +160,11 @@ def load_suite(path: Path) -> Suite:
         shots=list(shots), seeds=list(seeds), overrides=_list_of_str(path, "overrides", raw.get("overrides")),
         reference=reference, synthetic=bool(raw.get("synthetic", False)), reported=list(reported),
         description=str(raw.get("description", "")),
-        exclude=[{k: str(v) for k, v in e.items()} for e in exclude],
+        exclude=[{k: str(v) for k, v in e.items()} for e in exclude], tune=_tune_block(path, raw.get("tune")),
     )
+
+
+def _tune_block(path: Path, value: Any) -> Optional[dict[str, Any]]:
+    if value is not None and not isinstance(value, dict):
+        raise SuiteError(f"{path}: tune must be a mapping (trials, max_steps, ...), got {value!r}")
+    return value

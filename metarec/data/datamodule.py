@@ -48,23 +48,34 @@ class EpisodeDataset(Dataset):
 
 
 class MetaBatchSampler(Sampler[list[int]]):
-    """Yields, for each remaining training step, this rank's meta-batch of episode indices."""
+    """Yields, for each remaining training step, this rank's meta-batch of episode indices.
 
-    def __init__(self, meta_batch_size: int, max_steps: int, world: Callable[[], tuple[int, int, int]]) -> None:
+    With ``accumulate = k`` (``trainer.accumulate_grad_batches``) a step is ``k`` consecutive
+    meta-batches whose gradients Lightning sums into one outer step: step ``t`` of rank ``r``
+    gets episodes ``(t*W + r)*k*B ... (t*W + r)*k*B + k*B - 1``, the very episodes of one
+    meta-batch of ``k*B``, so accumulation, DDP and resume stay equivalent.
+    """
+
+    def __init__(self, meta_batch_size: int, max_steps: int, world: Callable[[], tuple[int, int, int]],
+                 accumulate: int = 1) -> None:
+        if accumulate < 1:
+            raise ValueError(f"trainer.accumulate_grad_batches must be >= 1, got {accumulate}")
         self.meta_batch_size = meta_batch_size
         self.max_steps = max_steps
         self.world = world  # () -> (start_step, rank, world_size), read when iteration starts
+        self.accumulate = accumulate
 
     def __len__(self) -> int:
         start, _, _ = self.world()
-        return max(self.max_steps - start, 0)
+        return max(self.max_steps - start, 0) * self.accumulate
 
     def __iter__(self) -> Iterator[list[int]]:
         start, rank, size = self.world()
-        b = self.meta_batch_size
+        b, k = self.meta_batch_size, self.accumulate
         for t in range(start, self.max_steps):
-            first = (t * size + rank) * b
-            yield list(range(first, first + b))
+            for j in range(k):
+                first = ((t * size + rank) * k + j) * b
+                yield list(range(first, first + b))
 
 
 class ShardSampler(Sampler[int]):
@@ -104,14 +115,17 @@ class ShardedDataModule(L.LightningDataModule):
         max_steps: training steps (the training stream's length).
         seed: seed of the training stream and of the DataLoaders' generators.
         num_workers: DataLoader workers (0: episodes are cheap lookups).
+        accumulate: meta-batches per optimizer step (``trainer.accumulate_grad_batches``).
     """
 
-    def __init__(self, meta_batch_size: int, max_steps: int, seed: int, num_workers: int = 0) -> None:
+    def __init__(self, meta_batch_size: int, max_steps: int, seed: int, num_workers: int = 0,
+                 accumulate: int = 1) -> None:
         super().__init__()
         self.meta_batch_size = int(meta_batch_size)
         self.max_steps = int(max_steps)
         self.seed = int(seed)
         self.num_workers = num_workers
+        self.accumulate = int(accumulate)
 
     def world(self) -> tuple[int, int, int]:
         """``(start_step, rank, world_size)`` of the attached trainer (``(0, 0, 1)`` without one)."""
@@ -127,7 +141,8 @@ class ShardedDataModule(L.LightningDataModule):
 
     def stream_loader(self, dataset: Dataset) -> DataLoader:
         """This rank's meta-batches of a training stream (item ``i`` = episode ``i``), from the current step."""
-        return DataLoader(dataset, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self.world),
+        return DataLoader(dataset, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self.world,
+                                                                        self.accumulate),
                           collate_fn=as_list, num_workers=self.num_workers, generator=self.generator())
 
     def fixed_loader(self, dataset: Dataset) -> DataLoader:
@@ -150,6 +165,7 @@ class EpisodicDataModule(ShardedDataModule):
         val_episodes, test_episodes: sizes of those sets (fixed-support tasks such as the
             ARSC meta-test count one episode per task, whatever ``test_episodes`` says).
         num_workers: DataLoader workers (0: episodes are cheap lookups).
+        accumulate: meta-batches per optimizer step (``trainer.accumulate_grad_batches``).
     """
 
     def __init__(
@@ -166,8 +182,9 @@ class EpisodicDataModule(ShardedDataModule):
         val_episodes: int = 100,
         test_episodes: int = 600,
         num_workers: int = 0,
+        accumulate: int = 1,
     ) -> None:
-        super().__init__(meta_batch_size, max_steps, seed, num_workers)
+        super().__init__(meta_batch_size, max_steps, seed, num_workers, accumulate)
         self.family = family
         self.features = features
         self.spec = EpisodeSpec(n_way, n_shot, n_query)

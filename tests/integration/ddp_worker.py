@@ -36,7 +36,7 @@ def main() -> None:
                             max_steps=steps, val_episodes=2, test_episodes=7)
     cfg = compose([f"algorithm={algo}", "encoder=tiny_bert", f"trainer.max_steps={steps}",
                    f"trainer.val_check_interval={steps}", "trainer.enable_progress_bar=false"])
-    kw = {k: v for k, v in cfg.algorithm.items() if k != "name"}
+    kw = {k: v for k, v in cfg.algorithm.items() if k not in ("name", "search")}
     kw.update(warmup_steps=0, lr_schedule="constant", outer_lr=0.5, encoder_lr=0.5, optimizer="sgd")
     model = ALGORITHMS.create(algo, encoder=enc, n_way=2, max_steps=steps, **kw)
     strategy = "ddp" if devices > 1 else "auto"

@@ -39,7 +39,7 @@ def _setup(algo: str, steps: int, precision: str = "32-true"):
     cfg = compose([f"algorithm={algo}", "encoder=tiny_bert", f"trainer.max_steps={steps}",
                    "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
                    f"trainer.precision={precision}"])
-    kw = {k: v for k, v in cfg.algorithm.items() if k != "name"}
+    kw = {k: v for k, v in cfg.algorithm.items() if k not in ("name", "search")}
     kw.update(warmup_steps=2)  # warm-up + cosine: the scheduler state matters too
     model = ALGORITHMS.create(algo, encoder=enc, n_way=2, max_steps=steps, **kw)
     return cfg, dm, model

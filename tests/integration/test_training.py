@@ -37,7 +37,7 @@ def test_training_reduces_loss(name, tmp_path):
                             val_episodes=2, test_episodes=4)
     cfg = compose([f"algorithm={name}", "encoder=tiny_bert", f"trainer.max_steps={steps}",
                    "trainer.val_check_interval=40", "trainer.enable_progress_bar=false"])
-    kw = {k: v for k, v in cfg.algorithm.items() if k != "name"}
+    kw = {k: v for k, v in cfg.algorithm.items() if k not in ("name", "search")}
     kw.update(outer_lr=3e-3, encoder_lr=3e-3, warmup_steps=0, lr_schedule="constant")
     model = ALGORITHMS.create(name, encoder=enc, n_way=2, max_steps=steps, **kw)
     log = _LossLog()
