@@ -42,7 +42,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from metarec.bench.space import Param, parse_space, to_override
-from metarec.bench.store import atomic_write_text
+from metarec.files import atomic_write_text
 from metarec.bench.suite import Cell, Suite, SuiteError, load_suite
 from metarec.config import compose
 from metarec.evaluation.stats import paired_test
