@@ -1,6 +1,8 @@
-"""The cold-start data module: a seeded stream of training user tasks, the fixed test tasks."""
+"""The cold-start data module: a seeded stream of training user tasks, the fixed validation and test tasks."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 import torch
@@ -42,12 +44,13 @@ class TrainTasks(Dataset):
         return _episode(self.family, self.table, task, perm[n_q:], perm[:n_q], i)
 
 
-class TestTasks(Dataset):
-    """The fixed test tasks of all four states, in state order."""
+class FixedTasks(Dataset):
+    """Fixed user tasks (support and query drawn by the split): by default the test tasks of all four
+    states, in state order; or the given ones (the validation users)."""
 
-    def __init__(self, family: ColdStartFamily, table: FeatureTable) -> None:
+    def __init__(self, family: ColdStartFamily, table: FeatureTable, tasks: Optional[list[UserTask]] = None) -> None:
         self.family, self.table = family, table
-        self.tasks = [t for s in STATES for t in family.split.test[s]]
+        self.tasks = [t for s in STATES for t in family.split.test[s]] if tasks is None else list(tasks)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -61,8 +64,8 @@ class TestTasks(Dataset):
 class ColdStartDataModule(ShardedDataModule):
     """Seeded stream of training user tasks; the fixed test tasks of the four states.
 
-    No validation set: MeLU has none, and holding out training users would shrink the
-    meta-training set; the test stage uses the final weights.
+    Validation tasks (:meth:`val_dataloader`) exist when the split holds out validation users
+    (``family.split.val_users`` > 0); MeLU has none, so by default there are none.
     """
 
     def __init__(self, family: ColdStartFamily, table: FeatureTable, meta_batch_size: int = 32,
@@ -73,5 +76,8 @@ class ColdStartDataModule(ShardedDataModule):
     def train_dataloader(self) -> DataLoader:
         return self.stream_loader(TrainTasks(self.family, self.table, self.seed))
 
+    def val_dataloader(self) -> DataLoader:
+        return self.fixed_loader(FixedTasks(self.family, self.table, self.family.split.val))
+
     def test_dataloader(self) -> DataLoader:
-        return self.fixed_loader(TestTasks(self.family, self.table))
+        return self.fixed_loader(FixedTasks(self.family, self.table))

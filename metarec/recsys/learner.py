@@ -3,7 +3,9 @@
 It adds to :class:`~metarec.learner.EpisodeLearner` (training step, timed test records, DDP
 gather, optimizer — shared with the text algorithms) what every recommender shares: the loss (MSE
 of the rating head + ``like_weight`` × BCE of the like head on ``rating >= like_threshold``), the
-``train/mae`` log, and per-user test records with MAE, RMSE, nDCG@1/3 and AUC
+``train/mae`` log, ``val/*`` logs on validation users (when the split has them: ``val/acc`` like
+accuracy, ``val/mae``, ``val/loss``, means over users, what EarlyStopping and ModelCheckpoint
+monitor), and per-user test records with MAE, RMSE, nDCG@1/3 and AUC
 (:func:`state_metrics`).
 """
 
@@ -70,6 +72,15 @@ class RatingLearner(EpisodeLearner):
         """Predicted ratings and like logits of the query, each ``(n_q,)``."""
         _, rating, like_logit = self.task_forward(ep)
         return rating, like_logit
+
+    def validation_step(self, ep: RatingEpisode, batch_idx: int) -> None:
+        loss, rating, like_logit = self.task_forward(ep)
+        like = (ep.query_y >= self.like_threshold).float()
+        # One value per user, averaged over users (and ranks) like the test metrics.
+        self.log("val/loss", loss, batch_size=1, sync_dist=True)
+        self.log("val/mae", (rating - ep.query_y).abs().mean(), batch_size=1, sync_dist=True)
+        self.log("val/acc", ((like_logit > 0).float() == like).float().mean(), batch_size=1, sync_dist=True,
+                 prog_bar=True)
 
     def test_record(self, ep: RatingEpisode, prediction: tuple[Tensor, Tensor], adapt_s: float) -> dict[str, Any]:
         rating, like_logit = prediction

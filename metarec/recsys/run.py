@@ -2,7 +2,8 @@
 
 ``run_rating_experiment(cfg)``: family (interactions + four-state split) → frozen text encoder →
 item text embeddings (cached by the :class:`FeatureStore`) → feature table → data module →
-recommender → Lightning Trainer (fit, then test the final weights on every test user) →
+recommender → Lightning Trainer (fit, then test on every test user: the final weights, or with
+validation users (``family.split.val_users``) the best on ``val/acc``, as the text runs do) →
 :class:`RatingRunResult` whose episodes are per-user records (state, MAE, RMSE, nDCG@1/3, AUC) and
 whose ``info`` carries the filter report. It is registered in :data:`~metarec.registry.RUNNERS`
 for the ``recommender`` kind: :func:`metarec.training.run_experiment` picks it for a recommender.
@@ -82,13 +83,21 @@ def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[st
                                 **config_kwargs(cfg.algorithm))
     atomic_write_text(run_dir / "filter_report.json", json.dumps(family.filter_report, indent=2, default=str))
 
-    # No validation set (see ColdStartDataModule): keep last.ckpt, test the final weights.
-    ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
-    trainer = build_trainer(cfg, run_dir, callbacks=[ckpt], checkpoint=False, limit_val_batches=0,
-                            enable_checkpointing=True)
-    trained, fit_s = fit_model(cfg, trainer, model, dm, ckpt_path=ckpt_path, fit=fit)
-    last = (ckpt.last_model_path or None) if trained else None
-    metrics, records, test_s = test_model(trainer, model, dm, ckpt_path)
+    if family.split.val:
+        # Validation users: the shared trainer (ModelCheckpoint / EarlyStopping on val/acc); test the best.
+        trainer = build_trainer(cfg, run_dir)
+        trained, fit_s = fit_model(cfg, trainer, model, dm, ckpt_path=ckpt_path, fit=fit)
+        last = (getattr(trainer.checkpoint_callback, "best_model_path", None) or None) if trained else None
+        test_ckpt = ckpt_path or last
+    else:
+        # No validation set (MeLU has none): keep last.ckpt, test the final weights.
+        ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
+        trainer = build_trainer(cfg, run_dir, callbacks=[ckpt], checkpoint=False, limit_val_batches=0,
+                                enable_checkpointing=True)
+        trained, fit_s = fit_model(cfg, trainer, model, dm, ckpt_path=ckpt_path, fit=fit)
+        last = (ckpt.last_model_path or None) if trained else None
+        test_ckpt = ckpt_path
+    metrics, records, test_s = test_model(trainer, model, dm, test_ckpt)
     return RatingRunResult(
         metrics=metrics, episodes=records, episode_set=episode_set_fingerprint([r["fingerprint"] for r in records]),
         run_dir=str(run_dir), best_checkpoint=ckpt_path or last, fit_seconds=fit_s, test_seconds=test_s,

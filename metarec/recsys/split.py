@@ -23,6 +23,13 @@ Per state a user is a task when they have ``min_ratings``–``max_ratings`` rati
 13–100); the query is ``n_query`` of them drawn with a seed, the support all the others. Users
 outside the range are counted per state in :attr:`ColdStartSplit.filter_report`, never dropped
 silently.
+
+**Validation users** (for choosing hyper-parameters and early stopping without the test states):
+``val_users`` > 0 holds out that fraction of the training users who are test users in no state
+(drawn with their own generator from ``seed``, :func:`hold_out`). They leave meta-training, and
+their pre-cut ratings become fixed tasks (support/query drawn like a test user's) in
+:attr:`ColdStartSplit.val`: new users to the trained model, like the ``new/*`` test users. The
+test users and their support/query draws do not depend on ``val_users``.
 """
 
 from __future__ import annotations
@@ -41,6 +48,16 @@ from metarec.recsys.interactions import Interactions
 log = get_logger(__name__)
 
 STATES = ("existing/existing", "existing/new", "new/existing", "new/new")
+#: The ``state`` of validation tasks; its position seeds their draws (test states use 1-4).
+VAL_STATE, _VAL_STREAM = "val", len(STATES) + 1
+
+
+def hold_out(candidates: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """A validation set: ``round(fraction * n)`` (at least 1) of ``candidates`` ``(n,)``, without replacement.
+
+    Shared by the rating (validation users) and CTR (validation items) splits.
+    """
+    return rng.choice(candidates, size=max(1, round(fraction * len(candidates))), replace=False)
 
 
 @dataclass
@@ -49,9 +66,9 @@ class UserTask:
 
     Attributes:
         user: user index.
-        state: ``"train"`` or one of :data:`STATES`.
+        state: ``"train"``, one of :data:`STATES` or :data:`VAL_STATE`.
         rows: interaction rows of the user in this state, shape ``(m,)``.
-        support: rows of the fixed support set (test tasks), ``None`` for training tasks
+        support: rows of the fixed support set (test and validation tasks), ``None`` for training tasks
             (their split is drawn per episode).
         query: rows of the fixed query set.
     """
@@ -97,9 +114,10 @@ class ColdStartSplit:
         existing_user, existing_item: boolean masks over user / item indices.
         bucket: state of every interaction (``"train"``, one of :data:`STATES`, or ``"unused"``
             for an existing user's post-cut rating that no state takes — none under the rules here).
-        train: training tasks (one per kept existing user).
+        train: training tasks (one per kept existing user, less validation users).
         test: fixed test tasks per state.
         filter_report: what was kept and filtered, per state (JSON-friendly).
+        val: fixed validation tasks (empty unless ``val_users`` > 0).
     """
 
     cut: float
@@ -109,6 +127,7 @@ class ColdStartSplit:
     train: list[UserTask]
     test: dict[str, list[UserTask]]
     filter_report: dict[str, Any] = field(default_factory=dict)
+    val: list[UserTask] = field(default_factory=list)
 
     def train_rows(self) -> np.ndarray:
         """Interaction rows meta-training (and popularity counts) may use."""
@@ -127,7 +146,10 @@ class SplitSpec:
         item_year_field: the item field holding the release year.
         min_ratings, max_ratings: a user is a task in a state with this many ratings there (MeLU: 13–100).
         n_query: query ratings per task; the support is all the user's other ratings in the state.
-        seed: seed of the support/query draw of test users (the same for every method and training seed).
+        seed: seed of the support/query draw of test users (the same for every method and training seed),
+            and (another generator) of the validation users and their draw.
+        val_users: fraction in [0, 1) of the training users who are test users in no state held out as
+            validation users (module docstring); 0: none.
 
     Raises:
         ValueError: inconsistent sizes (``min_ratings < n_query + 1`` leaves no support) or options.
@@ -141,8 +163,11 @@ class SplitSpec:
     max_ratings: int = 100
     n_query: int = 10
     seed: int = 0
+    val_users: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_users < 1.0:
+            raise ValueError(f"val_users must be a fraction in [0, 1), got {self.val_users}")
         if self.n_query < 1:
             raise ValueError(f"n_query must be >= 1, got {self.n_query}")
         if self.min_ratings < self.n_query + 1:
@@ -231,6 +256,22 @@ def make_split(data: Interactions, spec: SplitSpec = SplitSpec()) -> ColdStartSp
         report[state] = {"users_kept": kept, "users_too_few": too_few, "users_too_many": too_many,
                          "ratings": int(len(rows)), "ratings_in_kept_tasks": int(len(rows) - dropped_ratings)}
     report["unused_ratings"] = int((bucket == "unused").sum())
+    val: list[UserTask] = []
+    if spec.val_users > 0:
+        tested = {t.user for tasks in test.values() for t in tasks}
+        cand = np.array([t.user for t in train if t.user not in tested], dtype=np.int64)
+        if not len(cand):
+            raise DataError(f"{data.source}: val_users={spec.val_users} but every training user is also a test user "
+                            f"(validation users must be disjoint from test users)")
+        held = set(hold_out(cand, spec.val_users, np.random.default_rng([seed, _VAL_STREAM])).tolist())
+        for t in train:
+            if t.user in held:
+                perm = np.random.default_rng([seed, _VAL_STREAM, t.user]).permutation(t.rows)
+                val.append(UserTask(t.user, VAL_STATE, t.rows, support=np.sort(perm[n_query:]),
+                                    query=np.sort(perm[:n_query])))
+        train = [t for t in train if t.user not in held]
+        report[VAL_STATE] = {"val_users": spec.val_users, "candidates": int(len(cand)), "users_kept": len(val),
+                             "ratings": int(sum(len(t.rows) for t in val))}
     if not train:
         raise DataError(f"{data.source}: no training user with {min_ratings}-{max_ratings} ratings before the cut "
                         f"{report['cut_utc']}")
@@ -238,4 +279,4 @@ def make_split(data: Interactions, spec: SplitSpec = SplitSpec()) -> ColdStartSp
         if not test[state]:
             log.warning("cold-start state %s has no user with %d-%d ratings (%s)", state, min_ratings, max_ratings,
                         report[state])
-    return ColdStartSplit(t_cut, existing_user, existing_item, bucket, train, test, report)
+    return ColdStartSplit(t_cut, existing_user, existing_item, bucket, train, test, report, val)

@@ -39,6 +39,19 @@ def test_every_recommender_fits_and_tests_per_user(name, tmp_path):
     assert res.info["filter_report"]["read"]["interactions"] == 68
 
 
+def test_fit_with_validation_users_logs_val_metrics_and_tests_the_best(tmp_path):
+    cfg = compose(["experiment=coldstart-ml100k/base", "algorithm=melu_global", f"family.data_dir={FIX / 'recbole'}",
+                   "trainer.max_steps=2", "trainer.val_check_interval=1", *TINY, "family.split.min_ratings=4",
+                   "family.split.val_users=0.5", f"run_dir={tmp_path}"])
+    res = run_experiment(cfg)
+    rows = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    vals = [r.split(",")[header.index("val/acc")] for r in rows[1:]]
+    assert {"val/acc", "val/mae", "val/loss"} <= set(header) and sum(v != "" for v in vals) == 2
+    assert Path(res.best_checkpoint).name.startswith("best-")  # ModelCheckpoint on val/acc
+    assert res.info["filter_report"]["split"]["val"]["users_kept"] == 2
+
+
 def test_cli_prints_a_rating_run_per_state(tmp_path, capsys):
     from metarec.cli import main
 

@@ -27,7 +27,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from metarec.recsys.split import parse_cut, parse_year
+from metarec.recsys.split import hold_out, parse_cut, parse_year
 from metarec.data.corpus import DataError
 from metarec.recsys.ctr.log import ClickLog
 
@@ -113,8 +113,7 @@ def make_ctr_split(
     val = np.zeros(log.n_items, dtype=bool)
     if val_items > 0:
         cand = np.flatnonzero(~new & enough)
-        pick = np.random.default_rng(split_seed).choice(cand, size=max(1, round(val_items * len(cand))), replace=False)
-        val[pick] = True
+        val[hold_out(cand, val_items, np.random.default_rng(split_seed))] = True
     old = ~new & ~val
     train_rows = np.flatnonzero(old[log.item])
     meta_items = np.flatnonzero(old & (counts >= 2 * k_shot))

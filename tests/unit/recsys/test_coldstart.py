@@ -111,6 +111,29 @@ def test_states_follow_the_cut_and_release_year():
     assert split.filter_report["existing_users"] == 4 and split.filter_report["new_items_count"] == 3
 
 
+def test_validation_users_are_disjoint_and_leave_the_test_users_unchanged():
+    data = load_interactions(RECBOLE)
+    # min_ratings=4: the existing users' post-cut states (3 ratings each) are empty, so every
+    # training user is a candidate; with the default, every training user is also a test user.
+    spec = {**TINY, "min_ratings": 4}
+    base, split = make_split(data, SplitSpec(**spec)), make_split(data, SplitSpec(**spec, val_users=0.5))
+    val = {t.user for t in split.val}
+    tested = {t.user for tasks in split.test.values() for t in tasks}
+    assert len(val) == 2 and {t.state for t in split.val} == {"val"}
+    assert not val & tested and not val & {t.user for t in split.train}
+    assert sorted(val | {t.user for t in split.train}) == [t.user for t in base.train]
+    assert not np.isin(split.train_rows(), np.concatenate([t.rows for t in split.val])).any()
+    for t in split.val:
+        assert len(t.query) == 2 and sorted([*t.support, *t.query]) == list(t.rows)
+    for state in STATES:  # same test users, same support/query draws
+        assert [(t.user, t.support.tolist(), t.query.tolist()) for t in split.test[state]] == \
+               [(t.user, t.support.tolist(), t.query.tolist()) for t in base.test[state]]
+    with pytest.raises(DataError, match="disjoint from test users"):
+        make_split(data, SplitSpec(**TINY, val_users=0.5))  # every training user is a test user there
+    with pytest.raises(ValueError, match="val_users"):
+        SplitSpec(**TINY, val_users=1.0)
+
+
 def _assert_no_leakage(data, split) -> None:
     train_rows = split.train_rows()
     train_pairs = set(zip(data.user[train_rows].tolist(), data.item[train_rows].tolist()))
