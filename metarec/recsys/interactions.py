@@ -40,8 +40,39 @@ ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "C
                  "War", "Western"]
 
 
+class LogCounts:
+    """What every interaction log reports about itself: rows, users, items, lines skipped.
+
+    Mixed into the log dataclasses (:class:`Interactions`, the CTR ``ClickLog``), which provide
+    ``user`` (one entry per row), ``user_ids``, ``item_ids``, ``source`` and ``report``.
+    """
+
+    def __len__(self) -> int:
+        return int(self.user.shape[0])  # type: ignore[attr-defined]
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)  # type: ignore[attr-defined]
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)  # type: ignore[attr-defined]
+
+    def summary_extras(self) -> dict:
+        """Counts a kind of log adds to :meth:`read_summary` (e.g. a click rate)."""
+        return {}
+
+    def read_summary(self) -> dict:
+        """JSON-friendly counts of what was read and skipped (for a run's filter report)."""
+        report = self.report  # type: ignore[attr-defined]
+        return {"source": self.source, "interactions": len(self), "users": self.n_users,  # type: ignore[attr-defined]
+                "items": self.n_items, **self.summary_extras(),
+                "skipped_lines": {r.path: r.n_skipped for r in report if r.n_skipped},
+                "skipped_where": [w for r in report for w in r.as_dict()["where"][:5]]}
+
+
 @dataclass
-class Interactions:
+class Interactions(LogCounts):
     """Ratings of users on items, with their feature tables.
 
     Attributes:
@@ -72,22 +103,6 @@ class Interactions:
     origins: list[str] = field(default_factory=list)
     report: list[ReadReport] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return int(self.user.shape[0])
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    def read_summary(self) -> dict:
-        """JSON-friendly counts of what was read and skipped (for a run's filter report)."""
-        return {"source": self.source, "interactions": len(self), "users": self.n_users, "items": self.n_items,
-                "skipped_lines": {r.path: r.n_skipped for r in self.report if r.n_skipped},
-                "skipped_where": [w for r in self.report for w in r.as_dict()["where"][:5]]}
 
 
 # -- locating the embedded data -----------------------------------------------------------------

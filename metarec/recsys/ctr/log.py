@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from metarec.data.corpus import DataError
-from metarec.recsys.interactions import column_index, read_movielens_tables, read_recbole_table, DelimitedTable, detect_format
+from metarec.recsys.interactions import LogCounts, column_index, read_movielens_tables, read_recbole_table, DelimitedTable, detect_format
 from metarec.data.readers import LineError, ReadReport, shorten
 from metarec.log import get_logger
 
@@ -36,7 +36,7 @@ CHUNK_ROWS = 1 << 16
 
 
 @dataclass
-class ClickLog:
+class ClickLog(LogCounts):
     """Clicks of users on items, as arrays, with the raw feature tables.
 
     Attributes:
@@ -63,23 +63,8 @@ class ClickLog:
     source: str = ""
     report: list[ReadReport] = field(default_factory=list)
 
-    def __len__(self) -> int:
-        return int(self.user.shape[0])
-
-    @property
-    def n_users(self) -> int:
-        return len(self.user_ids)
-
-    @property
-    def n_items(self) -> int:
-        return len(self.item_ids)
-
-    def read_summary(self) -> dict:
-        """JSON-friendly counts of what was read and skipped (for a run's filter report)."""
-        return {"source": self.source, "interactions": len(self), "users": self.n_users, "items": self.n_items,
-                "click_rate": float(self.click.mean()) if len(self) else float("nan"),
-                "skipped_lines": {r.path: r.n_skipped for r in self.report if r.n_skipped},
-                "skipped_where": [w for r in self.report for w in r.as_dict()["where"][:5]]}
+    def summary_extras(self) -> dict:
+        return {"click_rate": float(self.click.mean()) if len(self) else float("nan")}
 
 
 class _Chunks:
