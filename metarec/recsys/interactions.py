@@ -231,6 +231,30 @@ def read_movielens_tables(data_dir: Path, lenient: bool, reports: dict[str, Read
     return inter, users, items
 
 
+def locate_interactions(data_dir: Path | str, fmt: str = "auto",
+                        dataset: Optional[str] = None) -> tuple[Path, str, Optional[str]]:
+    """``(folder, format, RecBole dataset stem)`` of an interaction folder, checked.
+
+    Raises:
+        FileNotFoundError: the folder, or its ``<dataset>.inter`` file, is missing.
+        DataError: a RecBole folder with several ``*.inter`` files and no ``dataset``.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"interactions folder {data_dir} does not exist")
+    fmt = detect_format(data_dir) if fmt == "auto" else fmt
+    if fmt == "recbole":
+        if dataset is None:
+            inters = sorted(data_dir.glob("*.inter"))
+            if len(inters) != 1:
+                raise DataError(f"{data_dir}: {len(inters)} *.inter files; say which with dataset=<stem>")
+            dataset = inters[0].stem
+        path = data_dir / f"{dataset}.inter"
+        if not path.is_file():
+            raise FileNotFoundError(f"no such file: {path}")
+    return data_dir, fmt, dataset
+
+
 def load_interactions(
     data_dir: Path | str,
     fmt: str = "auto",
@@ -259,20 +283,10 @@ def load_interactions(
             unknown user or item id, or a duplicate (user, item) pair (with both lines).
         FileNotFoundError: the folder or its interactions file is missing.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"interactions folder {data_dir} does not exist")
-    fmt = detect_format(data_dir) if fmt == "auto" else fmt
+    data_dir, fmt, dataset = locate_interactions(data_dir, fmt, dataset)
     reports: dict[str, ReadReport] = {}
     if fmt == "recbole":
-        if dataset is None:
-            inters = sorted(data_dir.glob("*.inter"))
-            if len(inters) != 1:
-                raise DataError(f"{data_dir}: {len(inters)} *.inter files; say which with dataset=<stem>")
-            dataset = inters[0].stem
         path = data_dir / f"{dataset}.inter"
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
 
         def read(p: Path) -> DelimitedTable:
             return read_recbole_table(p, lenient, reports.setdefault(str(p), ReadReport(str(p))))

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 
 from metarec.data.corpus import DataError
-from metarec.recsys.interactions import LogCounts, column_index, read_movielens_tables, read_recbole_table, DelimitedTable, detect_format
+from metarec.recsys.interactions import LogCounts, column_index, locate_interactions, read_movielens_tables, read_recbole_table, DelimitedTable
 from metarec.data.readers import LineError, ReadReport, shorten
 from metarec.log import get_logger
 
@@ -151,20 +151,10 @@ def read_click_log(
         DataError: no usable row, a missing field, a bad option.
         FileNotFoundError: no interaction file.
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"interactions folder {data_dir} does not exist")
-    fmt = detect_format(data_dir) if fmt == "auto" else fmt
+    data_dir, fmt, dataset = locate_interactions(data_dir, fmt, dataset)
     reports: dict[str, ReadReport] = {}
     if fmt == "recbole":
-        if dataset is None:
-            inters = sorted(data_dir.glob("*.inter"))
-            if len(inters) != 1:
-                raise DataError(f"{data_dir}: {len(inters)} *.inter files; say which with dataset=<stem>")
-            dataset = inters[0].stem
         path = data_dir / f"{dataset}.inter"
-        if not path.is_file():
-            raise FileNotFoundError(f"no such file: {path}")
 
         def read(p: Path) -> Optional[DelimitedTable]:
             return read_recbole_table(p, lenient, reports.setdefault(str(p), ReadReport(str(p)))) if p.is_file() else None
