@@ -63,19 +63,29 @@ def item_feature_table(cfg: DictConfig, family: Any) -> FeatureTable:
     return family.feature_table(store(torch.arange(len(texts))))
 
 
+def recsys_family(cfg: DictConfig, family_type: type, needs: str) -> tuple[Any, FeatureTable]:
+    """The config's family, checked to be a ``family_type``, and its item feature table.
+
+    Also applies ``cfg.threads``: the recommendation networks are tiny, so extra intra-op threads
+    only add synchronisation (on a shared 2-core CPU, 2 threads made a MeLU meta-step 5x slower than 1).
+
+    Raises:
+        ValueError: ``needs, got family <name>`` when the family is of another kind.
+    """
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    family = build_family(cfg)
+    if not isinstance(family, family_type):
+        raise ValueError(f"{needs}, got family {cfg.family.name!r}")
+    return family, item_feature_table(cfg, family)
+
+
 @RUNNERS.register(RECOMMENDERS.kind)
 def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None,
                           fit: bool = True) -> RatingRunResult:
     """Fits (when the recommender trains and ``fit``) and tests one cold-start experiment."""
-    if cfg.get("threads"):
-        # The MeLU network is tiny: extra intra-op threads only add synchronisation (on a shared
-        # 2-core CPU, 2 threads made a meta-step 5x slower than 1).
-        torch.set_num_threads(int(cfg.threads))
-    family = build_family(cfg)
-    if not isinstance(family, ColdStartFamily):
-        raise ValueError(f"recommender {cfg.algorithm.name!r} needs a rating family (family=coldstart_ml100k), "
-                         f"got family {cfg.family.name!r}")
-    table = item_feature_table(cfg, family)
+    family, table = recsys_family(cfg, ColdStartFamily, f"recommender {cfg.algorithm.name!r} needs a rating "
+                                  "family (family=coldstart_ml100k)")
     dm = ColdStartDataModule(family, table, meta_batch_size=int(cfg.episodes.meta_batch_size),
                              max_steps=int(cfg.trainer.max_steps), seed=int(cfg.seed))
     model = RECOMMENDERS.create(cfg.algorithm.name, schema=table.schema(), train_stats=family.train_stats(),

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-import torch
 from omegaconf import DictConfig
 
 from metarec.episode import episode_set_fingerprint
@@ -25,9 +24,9 @@ from metarec.log import get_logger
 from metarec.recsys.ctr.datamodule import CTRDataModule
 from metarec.recsys.ctr.family import CTRColdStartFamily
 from metarec.recsys.ctr.split import PHASES
-from metarec.recsys.run import item_feature_table
+from metarec.recsys.run import recsys_family
 from metarec.registry import CTR_METHODS, RUNNERS
-from metarec.runtime import RunResult, build_family, build_trainer, config_kwargs, test_model
+from metarec.runtime import RunResult, build_trainer, config_kwargs, test_model
 
 log = get_logger(__name__)
 
@@ -52,14 +51,8 @@ def run_ctr_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] 
     if ckpt_path is not None:
         raise ValueError("the ctr_coldstart family has no separate test of a checkpoint: `metarec fit` trains "
                          "and tests in one run (pre-training is a few seconds)")
-    if cfg.get("threads"):
-        # The DeepFM network is tiny: extra intra-op threads only add synchronisation on a shared CPU.
-        torch.set_num_threads(int(cfg.threads))
-    family = build_family(cfg)
-    if not isinstance(family, CTRColdStartFamily):
-        raise ValueError(f"CTR method {cfg.algorithm.name!r} needs the ctr_coldstart family (family=ctr_ml100k), "
-                         f"got family {cfg.family.name!r}")
-    table = item_feature_table(cfg, family)
+    family, table = recsys_family(cfg, CTRColdStartFamily, f"CTR method {cfg.algorithm.name!r} needs the "
+                                  "ctr_coldstart family (family=ctr_ml100k)")
     model = CTR_METHODS.create(cfg.algorithm.name, schema=table.schema(), item_cat=table.item_cat,
                                item_multi=table.item_multi, item_text=table.item_text, train_ctr=family.train_ctr(),
                                **config_kwargs(cfg.algorithm))
