@@ -284,6 +284,15 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
             f"trainer.precision={precision} with second-order algorithm {node['name']} gives NaN gradients (fp16 "
             "overflow in the inner autograd.grad, pytorch#64655); use trainer.precision=bf16-mixed or 32-true, "
             "or algorithm.first_order=true")
+    if node.get("backward_chunks"):
+        trainer = tree["trainer"]
+        for key, value, ok in (("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1),
+                               ("gradient_clip_val", trainer.get("gradient_clip_val"), None)):
+            if value != ok and not (ok is None and not value):
+                raise ConfigError(
+                    f"trainer.{key}={value} cannot be used with algorithm.backward_chunks=true (the multi-task stage then "
+                    f"steps the optimizer itself, Lightning manual optimization): set trainer.{key}={ok if ok else 'null'} "
+                    "or algorithm.backward_chunks=false")
     if fitting and getattr(algo, "trains", True) and tree["trainer"]["max_steps"] == 0 \
             and not tree["trainer"].get("fast_dev_run"):
         raise ConfigError(f"trainer.max_steps=0 trains nothing, but algorithm {node['name']} meta-trains: set "

@@ -9,7 +9,7 @@ the subclass's :meth:`~metarec.algorithms.base.MetaLearner.episode_forward`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,25 @@ class MultiTaskStage(MetaLearner):
             ``"episode"`` — each row competes only with the classes of its own episode (a
             multi-task model with one head per task). Use ``"episode"`` when tasks share
             inputs with conflicting labels (ARSC: one review, three rating thresholds).
+        backward_chunks: back-propagate each length chunk of a training step
+            (:meth:`~metarec.models.encoder.TextEncoder.length_chunks`, ``encoder.length_buckets``)
+            as soon as it is forwarded, so that one chunk's activations are alive at a time
+            instead of the whole step's: the step's peak memory drops by about the factor
+            ``length_buckets`` at the same work. The gradient is the same sum in another float
+            order (last digits move). Uses Lightning's manual optimization, so it cannot take
+            ``trainer.gradient_clip_val`` or ``trainer.accumulate_grad_batches`` > 1 (the
+            config check refuses both by name; Lightning itself refuses them at ``fit``).
         **kwargs: see :class:`MetaLearner`.
     """
 
-    def __init__(self, train_softmax: str = "all", **kwargs: Any) -> None:
+    def __init__(self, train_softmax: str = "all", backward_chunks: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if train_softmax not in TRAIN_SOFTMAX:
             raise ValueError(f"{type(self).__name__} train_softmax must be one of {TRAIN_SOFTMAX}, got {train_softmax!r}")
         self.train_softmax = train_softmax
+        self.backward_chunks = bool(backward_chunks)
+        # Lightning's own switch: training_step then runs backward and the optimizer itself.
+        self.automatic_optimization = not self.backward_chunks
         self.train_classes: list[str] = []
         #: What each row of the training head stands for: a training class, or a shared key.
         self.head_rows: list[str] = []
@@ -129,16 +140,64 @@ class MultiTaskStage(MetaLearner):
             episode_ids.append(ids)
             self.seen_classes.update(episode.classes)
         y = torch.cat(ys)
-        logits = self.train_head(self.encoder(x))
+        allowed = None
         if self.train_softmax == "episode":
             # Mask every class outside a row's own episode: one binary (n_way) softmax per task.
-            allowed = torch.zeros_like(logits, dtype=torch.bool)
+            allowed = torch.zeros(len(y), len(self.head_rows), dtype=torch.bool, device=y.device)
             start = 0
             for rows, ids in zip(ys, episode_ids):
                 allowed[start : start + len(rows), ids] = True
                 start += len(rows)
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        loss = F.cross_entropy(logits, y)
+
+        def logits_of(z: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+            logits = self.train_head(z)
+            if allowed is None:
+                return logits
+            return logits.masked_fill(~(allowed if rows is None else allowed[rows]), float("-inf"))
+
+        if self.backward_chunks:
+            loss, logits = self._chunked_step(x, y, logits_of)
+        else:
+            logits = logits_of(self.encoder(x))
+            loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/acc", self._accuracy(logits.detach(), y), prog_bar=True, batch_size=len(batch))
         return loss
+
+    def _chunked_step(self, x: Any, y: Tensor, logits_of: Callable[..., Tensor]) -> tuple[Tensor, Tensor]:
+        """One optimizer step that back-propagates each length chunk on its own (``backward_chunks``).
+
+        The chunks are the ones the encoder's forward would run, in the same order (the same
+        dropout draws); each contributes its rows' summed loss over the batch size, so the
+        accumulated gradient is that of the mean loss over the batch.
+
+        Returns:
+            the batch's mean loss (detached) and its logits ``(B, n_rows)`` (detached).
+        """
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad()
+        n = len(y)
+        if isinstance(x, dict) and "hidden_states" in x:
+            hidden, mask = x["hidden_states"], x["attention_mask"]
+            chunks = self.encoder.length_chunks(mask)
+        else:  # token or embedding inputs: one chunk
+            chunks = [(torch.arange(n, device=y.device), None)]
+        total = torch.zeros((), device=y.device)
+        logits_all: Optional[Tensor] = None
+        for rows, width in chunks:
+            if width is None:
+                z = self.encoder(x)
+            else:
+                z = self.encoder.run_top(hidden[rows, :width], mask[rows, :width], bucket=False)
+            logits = logits_of(z, None if width is None else rows)
+            loss = F.cross_entropy(logits, y[rows], reduction="sum") / n
+            self.manual_backward(loss)
+            total += loss.detach()
+            if logits_all is None:
+                logits_all = logits.new_empty((n, logits.shape[1]))
+            logits_all[rows] = logits.detach()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        assert logits_all is not None
+        return total, logits_all

@@ -170,12 +170,14 @@ def run_suite(path: Path, store: Optional[Path] = None, force: bool = False, onl
                 if not isinstance(e, CellFailed):
                     rs.write_failure(key, cell.id, error, traceback.format_exc())
                 tqdm.write(f"[{suite.name}] {cell.id}: FAILED: {error}")
+                sys.stdout.flush()  # block-buffered when redirected: the line must reach the log now
                 continue
             m = rec["metrics"]
             score = (f"new/existing MAE {m['test/new/existing/mae']:.3f}" if "test/new/existing/mae" in m
                      else f"AUC cold {m['test/auc_cold']:.4f}, after c {m['test/auc_c']:.4f}" if "test/auc_c" in m
                      else f"acc {100 * m['test/acc']:.1f}")
             tqdm.write(f"[{suite.name}] {cell.id}: {score} ({rec['wall_seconds']:.0f} s)")
+            sys.stdout.flush()
     results = collect(rs, keyed)
     failed = [(c.id, err) for c, k in keyed if (err := rs.failure(k)) is not None]
     if results:
@@ -203,12 +205,17 @@ def _cell_main(spec_json: str) -> int:
     import logging
     import warnings
 
-    logging.basicConfig(level=logging.WARNING)
+    spec = json.loads(spec_json)
+    method, family, n_shot, seed, overrides = spec["cell"]
+    # Warnings only, but the progress lines of long phases (cache build, fit, test) too, tagged
+    # with the cell: in a suite redirected to a file they are the only sign of life for hours.
+    logging.basicConfig(level=logging.WARNING,
+                        format=f"%(levelname)s [{method}/{family}/{n_shot}shot/seed{seed}] %(name)s: %(message)s")
+    logging.getLogger("metarec.progress").setLevel(logging.INFO)
+    logging.getLogger("metarec.models.features").setLevel(logging.INFO)
     for name in ("lightning.pytorch.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore")
-    spec = json.loads(spec_json)
-    method, family, n_shot, seed, overrides = spec["cell"]
     cell, store = Cell(method, family, n_shot, seed, overrides), RunStore(Path(spec["store"]))
     try:
         run_cell(cell, store, spec["key"], spec["suite"], force=spec["force"])

@@ -194,19 +194,39 @@ class TextEncoder(nn.Module):
         hidden = embeddings(input_ids=tokens["input_ids"])
         return self._run_layers(hidden, tokens["attention_mask"], self.layers[: self.n_frozen_layers])
 
-    def run_top(self, hidden: Tensor, mask: Tensor, layers: Optional[nn.Module] = None) -> Tensor:
-        """Runs the trainable layers (or ``layers``, e.g. a MAML clone of them) and pools."""
-        layers = self.layers[self.n_frozen_layers :] if layers is None else layers
-        n = hidden.shape[0]
+    def length_chunks(self, mask: Tensor) -> list[tuple[Tensor, int]]:
+        """The rows of a batch in up to ``length_buckets`` chunks of similar length, longest first.
+
+        Args:
+            mask: attention mask ``(B, T)``.
+
+        Returns:
+            ``(rows, width)`` per chunk: row indices into the batch and the chunk's longest row,
+            the width it is trimmed to. One chunk of every row when bucketing is off.
+        """
+        n = mask.shape[0]
         if self.length_buckets <= 1 or n < 2 * self.length_buckets:
-            return self.pool(self._run_layers(hidden, mask, layers), mask)
+            return [(torch.arange(n, device=mask.device), mask.shape[1])]
         order = torch.argsort(mask.sum(1), descending=True)
+        return [(rows, int(mask[rows].sum(1).max())) for rows in torch.tensor_split(order, self.length_buckets)]
+
+    def run_top(self, hidden: Tensor, mask: Tensor, layers: Optional[nn.Module] = None, bucket: bool = True) -> Tensor:
+        """Runs the trainable layers (or ``layers``, e.g. a MAML clone of them) and pools.
+
+        Args:
+            hidden: cached bottom states ``(B, T, H)``; mask: ``(B, T)``.
+            bucket: run the rows in :meth:`length_chunks` (False: in one padded batch, for a
+                caller that already chunked them).
+        """
+        layers = self.layers[self.n_frozen_layers :] if layers is None else layers
+        chunks = self.length_chunks(mask) if bucket else []
+        if len(chunks) <= 1:
+            return self.pool(self._run_layers(hidden, mask, layers), mask)
         pooled = []
-        for rows in torch.tensor_split(order, self.length_buckets):
-            width = int(mask[rows].sum(1).max())
+        for rows, width in chunks:
             h, m = hidden[rows, :width], mask[rows, :width]
             pooled.append(self.pool(self._run_layers(h, m, layers), m))
-        return torch.cat(pooled)[torch.argsort(order)]
+        return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in chunks]))]
 
     @staticmethod
     def _run_layers(hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
