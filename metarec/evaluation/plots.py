@@ -1,4 +1,4 @@
-"""Plots (matplotlib, PNG + SVG): accuracy and macro-F1 vs n_shot with CI bands; per-method and per-task bars.
+"""Plots (matplotlib, PNG + SVG): accuracy and macro-F1 vs n_shot with CI bands; per-method bars; per-task bars or heatmap.
 
 Every figure has one panel per metric of :data:`METRICS` (accuracy, macro-F1); rows without a
 metric (written before it was recorded) leave its panel empty.
@@ -67,8 +67,13 @@ def plot_shots_curve(rows: list[dict[str, Any]], out: Path, synthetic: bool = Fa
     return files
 
 
-def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_tasks: int = 40) -> list[Path]:
-    """Per-task accuracy and macro-F1 bars per method for families evaluated once per task (e.g. ARSC)."""
+def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_tasks: int = 40,
+                   max_bar_methods: int = 5) -> list[Path]:
+    """Per-task accuracy and macro-F1 per method for families evaluated once per task (e.g. ARSC).
+
+    Grouped bars for up to ``max_bar_methods`` methods; beyond that (13 methods x 12 tasks would
+    be 156 bars a panel) a heatmap of methods x tasks with every value written in its cell.
+    """
     files: list[Path] = []
     groups: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for r in results:
@@ -78,21 +83,54 @@ def plot_task_bars(results: list[Any], out: Path, synthetic: bool = False, max_t
         if not tasks or len(set(tasks)) != len(tasks) or len(tasks) > max_tasks:
             continue  # only for one-episode-per-task protocols
         methods = list(dict.fromkeys(r.cell.method for r in rs if r.cell.seed == rs[0].cell.seed))
-        fig, axes = plt.subplots(len(METRICS), 1, figsize=(max(6, 0.6 * len(tasks) * max(1, len(methods)) / 2),
-                                                          4 * len(METRICS)), squeeze=False)
-        width = 0.8 / max(len(methods), 1)
-        for ax, (metric, label) in zip(axes[:, 0], METRICS):
-            for j, m in enumerate(methods):
-                r = next(x for x in rs if x.cell.method == m)
-                val = {e["task"]: 100 * e.get(metric, math.nan) for e in r.episodes}
-                ax.bar([i + j * width for i in range(len(tasks))], [val.get(t, 0.0) for t in tasks], width, label=m)
-            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], labels=tasks, rotation=60, ha="right", fontsize=7)
-            ax.set_ylabel(label)
-            ax.grid(axis="y", alpha=0.3)
-        axes[0, 0].legend(fontsize=7, ncol=max(1, len(methods) // 5))
-        axes[0, 0].set_title(f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot: accuracy and macro-F1 per task")
+        values = {}
+        for m in methods:
+            r = next(x for x in rs if x.cell.method == m)
+            values[m] = {metric: {e["task"]: 100 * e.get(metric, math.nan) for e in r.episodes} for metric, _ in METRICS}
+        title = f"{family}{' (synthetic)' if synthetic else ''}, {shot}-shot: accuracy and macro-F1 per task"
+        if len(methods) > max_bar_methods:
+            fig = _task_heatmap(methods, tasks, values, title)
+        else:
+            fig = _task_bars(methods, tasks, values, title)
         files += save_figure(fig, out, f"tasks-{family}-{shot}shot")
     return files
+
+
+def _task_bars(methods: list[str], tasks: list[str], values: dict[str, Any], title: str) -> Any:
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(max(6, 0.3 * len(tasks) * max(1, len(methods))),
+                                                      4 * len(METRICS)), squeeze=False)
+    width = 0.8 / max(len(methods), 1)
+    for ax, (metric, label) in zip(axes[:, 0], METRICS):
+        for j, m in enumerate(methods):
+            val = values[m][metric]
+            ax.bar([i + j * width for i in range(len(tasks))], [val.get(t, 0.0) for t in tasks], width, label=m)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], labels=tasks, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=max(1, len(methods) // 5))
+    axes[0, 0].set_title(title)
+    return fig
+
+
+def _task_heatmap(methods: list[str], tasks: list[str], values: dict[str, Any], title: str) -> Any:
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(max(7, 0.75 * len(tasks) + 2), 2 * (0.38 * len(methods) + 2.0)),
+                             squeeze=False, layout="constrained")
+    for ax, (metric, label) in zip(axes[:, 0], METRICS):
+        grid = [[values[m][metric].get(t, math.nan) for t in tasks] for m in methods]
+        finite = [v for row in grid for v in row if not math.isnan(v)]
+        low = min(50.0, 10 * math.floor(min(finite, default=50.0) / 10))
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=low, vmax=100)
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v < (low + 100) / 2 else "black")
+        ax.set_xticks(range(len(tasks)), labels=tasks, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(methods)), labels=methods, fontsize=8)
+        fig.colorbar(im, ax=ax, label=label, fraction=0.03, pad=0.01)
+        ax.set_title(label, fontsize=9)
+    fig.suptitle(title)
+    return fig
 
 
 def plot_method_bars(rows: list[dict[str, Any]], out: Path, synthetic: bool = False) -> list[Path]:
