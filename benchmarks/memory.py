@@ -1,20 +1,24 @@
 """Memory: peak RSS and step time of the ARSC recipe with its state cache in RAM vs memory-mapped.
 
-Runs the same meta-training steps twice, each in its own process so that each has its own peak
-resident memory: once with ``features.memory=ram`` (the whole cache read into memory) and once
-with ``features.memory=mmap`` (batches read their rows from the memory-mapped cache file). Prints,
+Runs the same meta-training steps once per mode, each in its own process so that each has its own
+peak resident memory: ``ram`` (``features.memory=ram``: the whole cache read into memory, the
+one-backward step), ``mmap`` (``features.memory=mmap``: batches read their rows from the
+memory-mapped cache file) and ``mmap+chunks`` (memory-mapped, and
+``+algorithm.backward_chunks=true``: each length chunk of a step back-propagated on its own, so
+one chunk's activations are alive at a time; the multi-task stage only). Prints,
 per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers loading
 the family, tokenizing, opening or building the cache and the steps; also the peak at the end of
 that setup), the cache size, the median step time (wall, and CPU time of the process: steadier on
 a shared machine), the time per step spent reading features (the only work that differs between
-the modes), and the mmap/ram ratios. Targets (issue 20): peak RSS <= 4 GB memory-mapped, step
-time within 10% of in-RAM.
+the modes), and each mode's ratios to the first mode. Targets (issue 20): peak RSS <= 4 GB
+memory-mapped, step time within 10% of in-RAM.
 
 Build the cache first (a recipe run does, or the first mode here), so that both modes time the
 same work: the build itself writes chunk by chunk and never holds the cache in memory.
 
-    python benchmarks/memory.py                                 # ARSC development protocol, 60 steps
-    python benchmarks/memory.py --steps 30 --repeats 2          # alternate ram/mmap twice
+    python benchmarks/memory.py                                 # ARSC development protocol, 60 steps, 3 modes
+    python benchmarks/memory.py --steps 30 --repeats 2          # alternate the modes twice
+    python benchmarks/memory.py --modes ram,mmap                # without chunked backward
     python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
 """
 
@@ -34,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RECIPE = ["experiment=arsc/multitask_dev"]
+MODES = ("ram", "mmap", "mmap+chunks")
 
 
 def _dir_size(path: Path) -> int:
@@ -80,8 +85,11 @@ def child(args: argparse.Namespace) -> dict:
         def __getattr__(self, name: str) -> object:
             return getattr(self.store, name)
 
-    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={args.memory}",
+    memory, _, chunks = args.memory.partition("+")
+    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={memory}",
                  "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+    if chunks:
+        overrides.append("+algorithm.backward_chunks=true")
     cfg = compose(overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t0 = time.perf_counter()
@@ -114,10 +122,11 @@ def main() -> int:
     p.add_argument("overrides", nargs="*", help=f"config overrides (default: {' '.join(RECIPE)})")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per run (+1 untimed warm-up)")
     p.add_argument("--repeats", type=int, default=1, help="ram/mmap pairs, alternated (medians reported)")
-    p.add_argument("--modes", default="ram,mmap", help="the modes to run, e.g. mmap alone (no ratios then)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"the modes to run, out of {','.join(MODES)} "
+                   "(ratios are to the first)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/memory")
-    p.add_argument("--memory", choices=["ram", "mmap"], help=argparse.SUPPRESS)  # set in the child processes
+    p.add_argument("--memory", choices=MODES, help=argparse.SUPPRESS)  # set in the child processes
     args = p.parse_args()
     args.overrides = args.overrides or RECIPE
     if args.memory:  # a child: measure, print one JSON line
@@ -125,8 +134,8 @@ def main() -> int:
         return 0
     Path(args.out).mkdir(parents=True, exist_ok=True)
     modes = args.modes.split(",")
-    if not modes or set(modes) - {"ram", "mmap"}:
-        p.error(f"--modes must list ram and/or mmap, got {args.modes!r}")
+    if not modes or set(modes) - set(MODES):
+        p.error(f"--modes must list some of {','.join(MODES)}, got {args.modes!r}")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.repeats):
         for memory in modes:
@@ -148,8 +157,8 @@ def main() -> int:
     keys = [("peak_rss_bytes", 1e9, 2), ("peak_rss_setup_bytes", 1e9, 2), ("step_s_median", 1, 3),
             ("step_s_mean", 1, 3), ("step_cpu_s_median", 1, 3), ("lookup_s_per_step", 1, 4)]
     rows = [[m, *(f"{med(m, k) / scale:.{d}f}" for k, scale, d in keys), f"{med(m, 'setup_s'):.0f}"] for m in modes]
-    if len(modes) == 2:
-        rows.append(["mmap / ram", *(f"{med('mmap', k) / med('ram', k):.3f}" for k, _, _ in keys), ""])
+    for m in modes[1:]:
+        rows.append([f"{m} / {modes[0]}", *(f"{med(m, k) / med(modes[0], k):.3f}" for k, _, _ in keys), ""])
     first = runs[modes[0]][0]
     print(f"\n{' '.join(args.overrides)}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
           f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
