@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import io
 import logging
 import random
 import tempfile
@@ -52,18 +53,27 @@ def quiet_libraries() -> Iterator[None]:
     """Silences transformers' and setfit's per-call reports and bars (one per episode would bury the log)."""
     from transformers.utils import logging as hf_logging
 
+    import datasets
+
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    data_bars = datasets.is_progress_bar_enabled()
     setfit_log = logging.getLogger("setfit")
     level = setfit_log.level
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()  # the "Map:" bar of every episode's support set
     setfit_log.setLevel(logging.WARNING)
     try:
-        yield
+        # transformers' PrinterCallback prints the trainer's loss dicts to stdout whatever the logging
+        # strategy: keep them out of a suite's log (metarec reports the episode's results itself).
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+        if data_bars:
+            datasets.enable_progress_bars()
         setfit_log.setLevel(level)
 
 
@@ -175,8 +185,8 @@ class SetFit(MetaLearner):
 
     def episode_forward(self, episode: Episode) -> tuple[Tensor, Tensor]:
         model = self.fit_episode(episode)
-        with torch.no_grad(), torch.autocast(episode.query_y.device.type, enabled=False):
-            proba = model.predict_proba(self.episode_texts(episode.query_idx), as_numpy=True)
+        with torch.no_grad(), torch.autocast(episode.query_y.device.type, enabled=False), quiet_libraries():
+            proba = model.predict_proba(self.episode_texts(episode.query_idx), as_numpy=True, show_progress_bar=False)
         classes = list(model.model_head.classes_)
         if classes != list(range(episode.n_way)):
             raise RuntimeError(f"setfit: the head learned classes {classes}, expected 0..{episode.n_way - 1} "

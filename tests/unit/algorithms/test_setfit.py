@@ -54,7 +54,7 @@ def test_setfit_trains_on_the_support_only_and_resets_the_body(toy):
     torch.testing.assert_close(again, logits)
 
 
-def test_setfit_reads_only_the_support_rows(toy):
+def test_setfit_reads_only_the_support_rows(toy, capfd):
     corpus, encoder, ds = toy
     episode = ds[0]
     support = set(episode.support_idx.tolist())
@@ -73,6 +73,8 @@ def test_setfit_reads_only_the_support_rows(toy):
     other = dataclasses.replace(episode, query_idx=episode.query_idx.flip(0), query_y=episode.query_y.flip(0))
     seen.clear()
     torch.testing.assert_close(model.episode_forward(other)[1].flip(0), model.episode_forward(episode)[1])
+    out, err = capfd.readouterr()  # no per-episode loss dicts or bars from setfit/datasets/sentence-transformers
+    assert not any(word in out + err for word in ("embedding_loss", "Map:", "Batches:", "train_runtime")), out + err
 
 
 def test_setfit_without_texts_says_how_to_bind_them(toy):
