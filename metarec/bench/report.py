@@ -167,7 +167,7 @@ def markdown_report(suite: Suite, rows: list[dict[str, Any]]) -> str:
             header.append("note")
         parts.append("**Reported** (copied from the cited papers, not measured here)\n\n" + markdown_table(header, rep))
     if suite.exclude:
-        parts.append("Not run (do not apply):\n" + "\n".join(f"- `{e['method']}` on `{e['family']}`: {e['reason']}"
+        parts.append("Not run (excluded by the suite, with its reason):\n" + "\n".join(f"- `{e['method']}` on `{e['family']}`: {e['reason']}"
                                                              for e in suite.exclude))
     refused = [r["paired"] for r in rows if r["paired"].startswith("refused")]
     if refused:

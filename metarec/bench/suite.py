@@ -15,7 +15,7 @@ Example (``benchmarks/suites/quickstart.yaml``)::
     seeds: [0]
     reported:                            # published numbers, shown in a separate block
       - {method: Induction Networks, family: arsc, n_shot: 5, value: 85.63, source: "Geng et al. 2019"}
-    exclude:                             # method × family pairs that do not apply (listed in the report)
+    exclude:                             # method × family pairs not run, each with its reason (listed in the report)
       - {method: protonet, family: sentiment, reason: "..."}
     tune: {trials: 12, max_steps: 100}   # `metarec tune SUITE`: the equal budget (metarec/bench/tune.py)
 """
