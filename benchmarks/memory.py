@@ -19,6 +19,7 @@ same work: the build itself writes chunk by chunk and never holds the cache in m
     python benchmarks/memory.py                                 # ARSC development protocol, 60 steps, 3 modes
     python benchmarks/memory.py --steps 30 --repeats 2          # alternate the modes twice
     python benchmarks/memory.py --modes ram,mmap                # without chunked backward
+    python benchmarks/memory.py --modes ram,mmap+chunks --chunk-buckets 8   # today's step vs the low-memory one
     python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
 """
 
@@ -90,6 +91,8 @@ def child(args: argparse.Namespace) -> dict:
                  "trainer.enable_progress_bar=false", f"seed={args.seed}"]
     if chunks:
         overrides.append("+algorithm.backward_chunks=true")
+        if args.chunk_buckets:
+            overrides.append(f"encoder.length_buckets={args.chunk_buckets}")
     cfg = compose(overrides)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t0 = time.perf_counter()
@@ -124,6 +127,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1, help="ram/mmap pairs, alternated (medians reported)")
     p.add_argument("--modes", default=",".join(MODES), help=f"the modes to run, out of {','.join(MODES)} "
                    "(ratios are to the first)")
+    p.add_argument("--chunk-buckets", type=int, help="encoder.length_buckets of the +chunks modes only (the "
+                   "others keep the config's): compares today's step with a low-memory one in one run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/memory")
     p.add_argument("--memory", choices=MODES, help=argparse.SUPPRESS)  # set in the child processes
@@ -142,6 +147,8 @@ def main() -> int:
             print(f"measuring {memory} ({args.steps} steps) ...", file=sys.stderr, flush=True)
             cmd = [sys.executable, __file__, *args.overrides, f"--steps={args.steps + 1}", f"--seed={args.seed}",
                    f"--out={args.out}", f"--memory={memory}"]
+            if args.chunk_buckets:
+                cmd.append(f"--chunk-buckets={args.chunk_buckets}")
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -160,7 +167,8 @@ def main() -> int:
     for m in modes[1:]:
         rows.append([f"{m} / {modes[0]}", *(f"{med(m, k) / med(modes[0], k):.3f}" for k, _, _ in keys), ""])
     first = runs[modes[0]][0]
-    print(f"\n{' '.join(args.overrides)}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
+    extra = f"; +chunks modes with encoder.length_buckets={args.chunk_buckets}" if args.chunk_buckets else ""
+    print(f"\n{' '.join(args.overrides)}{extra}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
           f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
     print(markdown_table(["memory", "peak RSS GB", "peak after setup GB", "step s (median)", "step s (mean)",
                           "step CPU s (median)", "lookup s / step", "setup s (data + cache)"], rows))
