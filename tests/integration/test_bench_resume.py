@@ -71,3 +71,27 @@ def test_cells_run_in_their_own_process(tmp_path, capsys):
     rec = rs.load(key)
     assert rec["peak_rss_mb"] > 0 and rec["n_episodes"] == 4
     assert "nearest_prototype" in capsys.readouterr().out
+
+
+def test_a_suite_redirected_to_a_file_logs_cell_progress_and_results(tmp_path):
+    """Workers log their progress lines (tagged with the cell) and the runner's result line reaches
+    the file as the cell ends, not when the suite's stdout buffer happens to flush."""
+    import os
+    import subprocess
+    import sys
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(SUITE.replace("  nearest_prototype: [algorithm=nearest_prototype, encoder.freeze=frozen]\n", "")
+                     .replace("reference: nearest_prototype", "reference: protonet")
+                     .replace("  anil: [algorithm=anil]\n", ""))
+    log = tmp_path / "suite.log"
+    env = {**os.environ, "METAREC_PROGRESS_SECONDS": "0"}
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "metarec.cli", "bench", str(suite), "--store", str(tmp_path / "store")],
+                                stdout=f, stderr=subprocess.STDOUT, env=env)
+        assert proc.wait(timeout=600) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "[protonet/sentiment/2shot/seed0] metarec.progress: fit:" in text, text[-2000:]
+    assert "[protonet/sentiment/2shot/seed0] metarec.progress: test:" in text
+    # the per-cell result line comes before the final report (flushed when the cell ended)
+    assert text.index("[tiny] protonet/sentiment/2shot/seed0: acc") < text.index("## tiny")
