@@ -25,11 +25,13 @@ COMMON = ("[encoder=tiny_bert, episodes.n_way=3, episodes.n_shot=2, episodes.n_q
           "episodes.test_episodes=4, episodes.meta_batch_size=2, features.cache=false, trainer.enable_progress_bar=false]")
 
 
-def _suite(tmp_path: Path, family: str, trials: int, methods: str = "protonet: [algorithm=protonet]") -> Path:
+def _suite(tmp_path: Path, family: str, trials: int, methods: str = "protonet: [algorithm=protonet]",
+           max_steps: int = 4) -> Path:
     p = tmp_path / "suite.yaml"
     p.write_text(f"name: t\nsynthetic: true\noverrides: {COMMON}\nmethods:\n  {methods}\n"
                  f"families:\n  cat: [family={family}]\nshots: [2]\nseeds: [0]\n"
-                 f"tune: {{trials: {trials}, max_steps: 4, val_check_interval: 2, startup_trials: 2}}\n")
+                 f"tune: {{trials: {trials}, max_steps: {max_steps}, val_check_interval: {max_steps // 2}, "
+                 "startup_trials: 2}\n")
     return p
 
 
@@ -38,14 +40,18 @@ def _trials(store: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_kill_9_then_rerun_resumes_to_the_budget_without_repeating_a_trial(tmp_path):
-    suite, store = _suite(tmp_path, "synthetic_category", trials=2), tmp_path / "store"
+    # Trials long enough (a few seconds each on a quiet machine) to be caught running: with 4 steps
+    # a trial took ~1 s and the whole study could end between two polls.
+    suite, store = _suite(tmp_path, "synthetic_category", trials=2, max_steps=200), tmp_path / "store"
     cmd = [sys.executable, "-m", "metarec.cli", "tune", str(suite), "--store", str(store), "--no-test"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:  # kill while a trial runs, after at least one finished
-            time.sleep(0.5)
+            time.sleep(0.1)
+            if proc.poll() is not None:
+                pytest.fail(f"the tune run ended (exit {proc.returncode}) before it could be killed mid-trial")
             if not (store / "tune.db").exists():
                 continue
             try:
