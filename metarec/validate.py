@@ -286,12 +286,13 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
             "or algorithm.first_order=true")
     if node.get("backward_chunks"):
         trainer = tree["trainer"]
-        for key, value, ok in (("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1),
-                               ("gradient_clip_val", trainer.get("gradient_clip_val"), None)):
-            if value != ok and not (ok is None and not value):
+        # (option, its value, the value that leaves it off); a clip value of 0 is off as well
+        for key, value, off in (("accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), "1"),
+                                ("gradient_clip_val", trainer.get("gradient_clip_val"), "null")):
+            if value and str(value) != off:
                 raise ConfigError(
                     f"trainer.{key}={value} cannot be used with algorithm.backward_chunks=true (the multi-task stage then "
-                    f"steps the optimizer itself, Lightning manual optimization): set trainer.{key}={ok if ok else 'null'} "
+                    f"steps the optimizer itself, Lightning manual optimization): set trainer.{key}={off} "
                     "or algorithm.backward_chunks=false")
     if fitting and getattr(algo, "trains", True) and tree["trainer"]["max_steps"] == 0 \
             and not tree["trainer"].get("fast_dev_run"):

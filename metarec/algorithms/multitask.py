@@ -189,7 +189,7 @@ class MultiTaskStage(MetaLearner):
                 z = self.encoder(x)
             else:
                 z = self.encoder.run_top(hidden[rows, :width], mask[rows, :width], bucket=False)
-            logits = logits_of(z, None if width is None else rows)
+            logits = logits_of(z, rows)
             loss = F.cross_entropy(logits, y[rows], reduction="sum") / n
             self.manual_backward(loss)
             total += loss.detach()

@@ -50,7 +50,6 @@ def test_chunked_backward_trains_the_same_model(algo, softmax, tmp_path):
     whole, lr_whole = _fit(tmp_path / "whole", chunks=False, algo=algo, softmax=softmax)
     chunked, lr_chunked = _fit(tmp_path / "chunked", chunks=True, algo=algo, softmax=softmax)
     assert whole.keys() == chunked.keys() and len(whole) > 2
-    moved = 0
     for name, p in whole.items():
         torch.testing.assert_close(chunked[name], p, atol=1e-5, rtol=1e-4, msg=f"{algo}: {name} differs")
     # the scheduler is stepped by hand under manual optimization: the same learning rates
