@@ -16,16 +16,17 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from metarec.algorithms.fitting import copy_top, seeded, train_on_support
 from metarec.algorithms.multitask import MultiTaskStage
 from metarec.algorithms.task_prior import (LogitAdjustment, check_match, key_frequencies, map_head, matching_rows,
-                                           matching_tasks, mean_prior, prior_key, support_weighted_prior)
+                                           matching_tasks, mean_prior, ordinal_rows, prior_key,
+                                           support_weighted_prior)
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import stream_seed
 from metarec.episode import Episode
-from metarec.models.heads import LinearHead
+from metarec.models.heads import LinearHead, OrdinalHead
 from metarec.registry import ALGORITHMS
 
 PRIOR_WEIGHTING = ("mean", "support")
@@ -65,6 +66,10 @@ class MultiTaskPrior(MultiTaskStage):
         adapt_lr: learning rate of the top layers in those steps.
         adapt_head_lr: learning rate of the head in those steps.
         seed: seeds dropout during test-time adaptation, per episode.
+        ordinal: train an :class:`~metarec.models.heads.OrdinalHead` instead of one free linear
+            row per class: the tasks of a group (ARSC: a domain's t2/t4/t5) share one score and
+            differ by a cut. Test-time priors read its per-row weights like a linear head's.
+            Needs class names ``"<group>.<subtask>:negative|positive"`` (refused otherwise).
         **kwargs: see :class:`~metarec.algorithms.base.MetaLearner`.
     """
 
@@ -82,6 +87,7 @@ class MultiTaskPrior(MultiTaskStage):
         adapt_lr: float = 1e-4,
         adapt_head_lr: float = 1e-3,
         seed: int = 0,
+        ordinal: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(train_softmax=train_softmax, **kwargs)
@@ -92,6 +98,8 @@ class MultiTaskPrior(MultiTaskStage):
             raise ValueError(f"{name} prior_weighting must be one of {PRIOR_WEIGHTING}, got {prior_weighting!r}")
         if shared_head is not None and prior_weighting == "support":
             raise ValueError(f"{name} prior_weighting='support' weighs per-task heads; shared_head={shared_head!r} trains none")
+        if ordinal and shared_head is not None:
+            raise ValueError(f"{name} ordinal=true trains one score per group; it cannot share rows (shared_head={shared_head!r})")
         if prior_l2 < 0:
             raise ValueError(f"{name} prior_l2 must be >= 0, got {prior_l2}")
         if not prior_temperature > 0:
@@ -110,8 +118,22 @@ class MultiTaskPrior(MultiTaskStage):
         self.adapt_lr = float(adapt_lr)
         self.adapt_head_lr = float(adapt_head_lr)
         self.seed = int(seed)
+        self.ordinal = bool(ordinal)
 
     # -- shared heads -------------------------------------------------------------------------
+    def make_train_head(self, n_rows: int) -> nn.Module:
+        if self.ordinal:
+            return OrdinalHead(self.encoder.dim, *ordinal_rows(self.head_rows))
+        return super().make_train_head(n_rows)
+
+    def trained_rows(self) -> tuple[Tensor, Tensor]:
+        """Weights ``(n_rows, dim)`` and biases ``(n_rows,)`` of the training head's rows."""
+        if isinstance(self.train_head, OrdinalHead):
+            weight, bias = self.train_head.rows()
+            return weight.detach(), bias.detach()
+        assert isinstance(self.train_head, LinearHead)
+        return self.train_head.linear.weight, self.train_head.linear.bias
+
     def row_of_class(self, name: str) -> str:
         return name if self.shared_head is None else prior_key(name, self.shared_head)
 
@@ -124,19 +146,18 @@ class MultiTaskPrior(MultiTaskStage):
     # -- the prior head -----------------------------------------------------------------------
     def prior_head(self, episode: Episode, support: Tensor) -> tuple[Tensor, Tensor]:
         """Start ``(W0 (n_way, dim), b0 (n_way,))`` of the episode's head, from the trained rows."""
-        assert isinstance(self.train_head, LinearHead)
-        lin = self.train_head.linear
+        weight, bias = self.trained_rows()
         if self.prior_weighting == "support":
             tasks = matching_tasks(self._class_index, episode.classes, self.prior_match)
             if tasks:
-                return support_weighted_prior(lin.weight, lin.bias, tasks, support, episode.support_y,
+                return support_weighted_prior(weight, bias, tasks, support, episode.support_y,
                                               self.prior_temperature)
         if self.shared_head is not None:
             keyed = [self._head_row.get(prior_key(n, self.shared_head)) for n in episode.classes]
             rows = [[] if r is None else [r] for r in keyed]
         else:
             rows = matching_rows(self.train_classes, episode.classes, self.prior_match)
-        return mean_prior(lin.weight, lin.bias, rows, support, episode.support_y)
+        return mean_prior(weight, bias, rows, support, episode.support_y)
 
     # -- test-time fine-tuning ----------------------------------------------------------------
     def adapt_on_support(self, episode: Episode, head: LinearHead, w0: Tensor, b0: Tensor) -> Tensor:

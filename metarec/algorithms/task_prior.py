@@ -223,3 +223,34 @@ def check_match(option: str, value: Optional[str], allow_none: bool = False) -> 
     if value not in PRIOR_MATCH:
         allowed = f"None or one of {PRIOR_MATCH}" if allow_none else f"one of {PRIOR_MATCH}"
         raise ValueError(f"{option} must be {allowed}, got {value!r}")
+
+
+def ordinal_rows(class_names: Sequence[str], labels: Sequence[str] = ("negative", "positive")
+                 ) -> tuple[list[int], list[int], list[int]]:
+    """Group, task and sign of each head row for an :class:`~metarec.models.heads.OrdinalHead`.
+
+    Class names read ``"<group>.<subtask>:<label>"`` (ARSC: ``"apparel.t4:positive"``, group
+    ``apparel``, task ``apparel.t4``); ``labels`` orders the two labels of every task, lower first.
+
+    Returns:
+        per row, its group index, task index and sign (``-1`` lower label, ``+1`` upper).
+
+    Raises:
+        ValueError: naming the first class whose name does not have that form or whose label is
+            not one of ``labels``.
+    """
+    if len(labels) != 2:
+        raise ValueError(f"an ordinal head needs two labels per task (lower, upper), got {list(labels)}")
+    groups: dict[str, int] = {}
+    tasks: dict[str, int] = {}
+    out: tuple[list[int], list[int], list[int]] = ([], [], [])
+    for name in class_names:
+        task, _, label = name.rpartition(":")
+        group, dot, _ = task.partition(".")
+        if not dot or not group or label not in labels:
+            raise ValueError(f"ordinal head: class {name!r} is not '<group>.<subtask>:<label>' with a label in "
+                             f"{list(labels)}; the ordinal head needs binary tasks grouped by their name's first part")
+        out[0].append(groups.setdefault(group, len(groups)))
+        out[1].append(tasks.setdefault(task, len(tasks)))
+        out[2].append(1 if label == labels[1] else -1)
+    return out

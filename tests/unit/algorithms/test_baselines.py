@@ -393,3 +393,55 @@ def test_logit_adjust_adds_the_training_tasks_log_class_frequencies(caplog):
     assert "are not adjusted" in caplog.text
     with pytest.raises(ValueError, match="logit_adjust must be >= 0"):
         MultiTaskPrior(encoder=encoder, n_way=2, logit_adjust=-1.0)
+
+
+def test_ordinal_head_shares_one_score_per_group_and_is_read_as_rows():
+    from metarec.algorithms.task_prior import ordinal_rows
+    from metarec.models.heads import OrdinalHead
+
+    names = ["x.t2:negative", "x.t2:positive", "x.t5:positive", "x.t5:negative", "y.t2:positive", "y.t2:negative"]
+    group, task, sign = ordinal_rows(names)
+    assert (group, task, sign) == ([0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 2, 2], [-1, 1, 1, -1, 1, -1])
+    head = OrdinalHead(4, group, task, sign)
+    with torch.no_grad():
+        head.cut.copy_(torch.tensor([-1.0, 2.0, 0.5]))
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    logits = head(x)
+    score = x @ head.score.weight.T                                  # (3, n_groups)
+    # Each task's log-odds (upper minus lower row) is its group's score minus its own cut.
+    torch.testing.assert_close(logits[:, 1] - logits[:, 0], score[:, 0] + 1.0)
+    torch.testing.assert_close(logits[:, 2] - logits[:, 3], score[:, 0] - 2.0)
+    torch.testing.assert_close(logits[:, 4] - logits[:, 5], score[:, 1] - 0.5)
+    weight, bias = head.rows()
+    torch.testing.assert_close(logits, x @ weight.T + bias)
+    # x.t2 and x.t5 share one direction; y has its own.
+    torch.testing.assert_close(weight[1], weight[2])
+    assert not torch.allclose(weight[1], weight[4])
+    for bad in (["x.t2:neutral"], ["xt2:negative"]):
+        with pytest.raises(ValueError, match="is not '<group>.<subtask>:<label>'"):
+            ordinal_rows(bad)
+
+
+def test_ordinal_recipe_trains_the_scores_and_its_prior_is_the_mean_row():
+    encoder, dm, model = _named_setup(ordinal=True)
+    from metarec.models.heads import OrdinalHead
+
+    assert isinstance(model.train_head, OrdinalHead)
+    assert model.train_head.score.weight.shape == (3, encoder.dim)  # groups a, b, c
+    loss = model.training_step(next(iter(dm.train_dataloader())), 0)
+    assert abs(float(loss.detach()) - torch.log(torch.tensor(2.0)).item()) < 0.3
+    loss.backward()
+    assert model.train_head.score.weight.grad.abs().sum() > 0
+    assert model.train_head.cut.grad.abs().sum() > 0
+    test = dm.eval_dataset("test")[0]                      # d.t2: prior from a.t2 and b.t2
+    support = model.embed_episode(test)[0].float()
+    w0, b0 = model.prior_head(test, support)
+    weight, bias = model.train_head.rows()
+    names = model.train_classes
+    for c, name in enumerate(test.classes):
+        label = name.rsplit(":", 1)[1]
+        idx = [names.index(f"a.t2:{label}"), names.index(f"b.t2:{label}")]
+        torch.testing.assert_close(w0[c], weight[idx].mean(0).detach())
+        torch.testing.assert_close(b0[c], bias[idx].mean().detach())
+    with pytest.raises(ValueError, match="cannot share rows"):
+        MultiTaskPrior(encoder=encoder, n_way=2, ordinal=True, shared_head="subtask")
