@@ -53,6 +53,12 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
           f"over {len(result.episodes)} episodes (episode set {result.episode_set}); run dir {result.run_dir}")
 
 
+def _result_name(cfg) -> str:  # type: ignore[no-untyped-def]
+    """The run's name, marked when its test read the unlabeled test queries (another protocol)."""
+    transductive = bool((cfg.get("algorithm") or {}).get("transductive", False))
+    return f"{cfg.name} [transductive: the test queries were read, unlabeled]" if transductive else str(cfg.name)
+
+
 def _print_reported(cfg) -> None:  # type: ignore[no-untyped-def]
     """Published rows an experiment config lists under ``reported`` (never measured here)."""
     rows = cfg.get("reported") or []
@@ -72,7 +78,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     cfg = compose(args.overrides)
     result = run_experiment(cfg)
-    _print_result(cfg.name, result)
+    _print_result(_result_name(cfg), result)
     _print_reported(cfg)
     return 0
 
@@ -87,7 +93,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         return 2
     cfg = compose(args.overrides)
     result = run_experiment(cfg, ckpt_path=str(ckpt), run_dir=Path(cfg.run_dir or ckpt.parent.parent) / "test")
-    _print_result(cfg.name, result)
+    _print_result(_result_name(cfg), result)
     _print_reported(cfg)
     return 0
 

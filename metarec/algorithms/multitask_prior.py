@@ -70,6 +70,9 @@ class MultiTaskPrior(MultiTaskStage):
             row per class: the tasks of a group (ARSC: a domain's t2/t4/t5) share one score and
             differ by a cut. Test-time priors read its per-row weights like a linear head's.
             Needs class names ``"<group>.<subtask>:negative|positive"`` (refused otherwise).
+        transductive: logit adjustment by each test task's own class prior, estimated by EM from
+            its unlabeled queries (started at the training frequencies) instead of the training
+            frequencies. It reads the test queries: a different protocol, reported apart.
         **kwargs: see :class:`~metarec.algorithms.base.MetaLearner`.
     """
 
@@ -88,6 +91,7 @@ class MultiTaskPrior(MultiTaskStage):
         adapt_head_lr: float = 1e-3,
         seed: int = 0,
         ordinal: bool = False,
+        transductive: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(train_softmax=train_softmax, **kwargs)
@@ -113,7 +117,10 @@ class MultiTaskPrior(MultiTaskStage):
         self.prior_temperature = float(prior_temperature)
         self.shared_head = shared_head
         # Frequencies are counted when the family is bound (bind_family).
-        self.logit_adjustment = LogitAdjustment({}, logit_adjust, prior_match)
+        if transductive and not logit_adjust:
+            raise ValueError(f"{name} transductive=true estimates the prior that logit adjustment applies; "
+                             "it needs logit_adjust > 0")
+        self.logit_adjustment = LogitAdjustment({}, logit_adjust, prior_match, transductive=transductive)
         self.adapt_steps = int(adapt_steps)
         self.adapt_lr = float(adapt_lr)
         self.adapt_head_lr = float(adapt_head_lr)

@@ -156,14 +156,18 @@ class LogitAdjustment:
         frequency: natural frequency of each key.
         tau: strength of the adjustment (``>= 0``).
         match: the :func:`prior_key` rule the frequencies were counted with.
+        transductive: replace ``pi`` by the query set's own prior, estimated by EM from the
+            unlabeled queries (:func:`em_class_prior`, started at ``pi``). This reads the test
+            queries, so it changes the protocol: report it apart from inductive results.
     """
 
-    def __init__(self, frequency: dict[str, float], tau: float, match: str) -> None:
+    def __init__(self, frequency: dict[str, float], tau: float, match: str, transductive: bool = False) -> None:
         if not tau >= 0:
             raise ValueError(f"logit_adjust must be >= 0, got {tau}")
         self.frequency = dict(frequency)
         self.tau = float(tau)
         self.match = match
+        self.transductive = bool(transductive)
         self._warned = False
 
     def __call__(self, episode: Episode, logits: Tensor) -> Tensor:
@@ -183,7 +187,38 @@ class LogitAdjustment:
                 self._warned = True
             return logits
         pi = torch.tensor([self.frequency[k] for k in keys], dtype=logits.dtype, device=logits.device)
+        if self.transductive:
+            pi = em_class_prior(logits, pi)
         return logits + self.tau * torch.log(pi / pi.sum())
+
+
+def em_class_prior(logits: Tensor, start: Tensor, iters: int = 100, tol: float = 1e-6) -> Tensor:
+    """The class prior of an unlabeled query set, by EM (Saerens, Latinne and Decaestecker, Neural
+    Computation 2002, "Adjusting the outputs of a classifier to new a priori probabilities").
+
+    Transductive: it reads the queries (never their labels). ``logits`` come from a head that
+    assumes a uniform prior (a balanced support); each step re-weights their posteriors by the
+    current prior and sets the prior to the mean re-weighted posterior, which is the maximum-
+    likelihood prior of the queries under the head.
+
+    Args:
+        logits: query logits ``(n_query, n_way)`` of a head trained with a uniform prior.
+        start: the prior EM starts from ``(n_way,)`` (e.g. the training frequencies).
+        iters: at most this many EM steps.
+        tol: stop when no class's prior moves by more than this.
+
+    Returns:
+        the estimated prior ``(n_way,)``, summing to 1.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    prior = (start / start.sum()).float()
+    for _ in range(iters):
+        new = torch.softmax(log_p + torch.log(prior), dim=1).mean(0)
+        done = bool((new - prior).abs().max() < tol)
+        prior = new
+        if done:
+            break
+    return prior.to(logits.dtype)
 
 
 def matching_rows(train_classes: Sequence[str], test_classes: Sequence[str], match: str) -> list[list[int]]:

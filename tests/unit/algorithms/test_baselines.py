@@ -445,3 +445,39 @@ def test_ordinal_recipe_trains_the_scores_and_its_prior_is_the_mean_row():
         torch.testing.assert_close(b0[c], bias[idx].mean().detach())
     with pytest.raises(ValueError, match="cannot share rows"):
         MultiTaskPrior(encoder=encoder, n_way=2, ordinal=True, shared_head="subtask")
+
+
+def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustment_uses_it():
+    from metarec.algorithms.task_prior import LogitAdjustment, em_class_prior
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    y = (torch.rand(n, generator=g) < 0.8).long()                  # 80% class 1
+    x = torch.randn(n, generator=g) + 2.0 * y                      # N(0,1) vs N(2,1)
+    # Calibrated logits of a head that assumes a uniform prior: the class log-likelihoods.
+    logits = torch.stack([-0.5 * x.pow(2), -0.5 * (x - 2).pow(2)], 1)
+    prior = em_class_prior(logits, torch.tensor([0.5, 0.5]))
+    assert abs(float(prior[1]) - 0.8) < 0.03 and abs(float(prior.sum()) - 1) < 1e-5
+    assert abs(float(em_class_prior(logits, torch.tensor([0.9, 0.1]))[1]) - float(prior[1])) < 1e-3  # any start
+    episode = SimpleEpisode(classes=("d.t2:negative", "d.t2:positive"))
+    freq = {"t2:negative": 0.5, "t2:positive": 0.5}
+    inductive = LogitAdjustment(freq, 1.0, "subtask")(episode, logits)
+    transductive = LogitAdjustment(freq, 1.0, "subtask", transductive=True)(episode, logits)
+    torch.testing.assert_close(inductive, logits + torch.log(torch.tensor(0.5)))  # uniform: a constant shift
+    torch.testing.assert_close(transductive, logits + torch.log(prior))
+    from metarec.cli import _result_name
+    from metarec.config import compose
+
+    # The printed result says that its test read the queries: another protocol.
+    assert "[transductive" in _result_name(compose(["experiment=arsc/multitask_dev", "+algorithm.transductive=true"]))
+    assert "[transductive" not in _result_name(compose(["experiment=arsc/multitask_dev"]))
+    encoder = tiny_encoder()
+    with pytest.raises(ValueError, match="transductive=true .* needs logit_adjust > 0"):
+        MultiTaskPrior(encoder=encoder, n_way=2, transductive=True, logit_adjust=0.0)
+
+
+class SimpleEpisode:
+    """The two attributes of an Episode that logit adjustment reads."""
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes, self.index, self.task = classes, 0, "d.t2"
