@@ -4,7 +4,7 @@ Runs the same meta-training steps once per mode, each in its own process so that
 peak resident memory: ``ram`` (``features.memory=ram``: the whole cache read into memory, the
 one-backward step), ``mmap`` (``features.memory=mmap``: batches read their rows from the
 memory-mapped cache file) and ``mmap+chunks`` (memory-mapped, and
-``+algorithm.backward_chunks=true``: each length chunk of a step back-propagated on its own, so
+``algorithm.backward_chunks=true``: each length chunk of a step back-propagated on its own, so
 one chunk's activations are alive at a time; the multi-task stage only). Prints,
 per mode, the process's peak RSS (the kernel's high-water mark, ``ru_maxrss``: it covers loading
 the family, tokenizing, opening or building the cache and the steps; also the peak at the end of
@@ -20,7 +20,6 @@ same work: the build itself writes chunk by chunk and never holds the cache in m
     python benchmarks/memory.py --steps 30 --repeats 2          # alternate the modes twice
     python benchmarks/memory.py --modes ram,mmap                # without chunked backward
     python benchmarks/memory.py --modes ram,mmap+chunks --chunk-buckets 8   # today's step vs the low-memory one
-    python benchmarks/memory.py --modes ram,mmap+chunks --chunk-buckets 8 --malloc-trim-every 50 --steps 300
     python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
 """
 
@@ -91,12 +90,12 @@ def child(args: argparse.Namespace) -> dict:
     overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={memory}",
                  "trainer.enable_progress_bar=false", f"seed={args.seed}"]
     if chunks:
-        overrides.append("+algorithm.backward_chunks=true")
+        overrides.append("++algorithm.backward_chunks=true")  # ++: the ARSC recipe already sets it
         if args.chunk_buckets:
             overrides.append(f"encoder.length_buckets={args.chunk_buckets}")
-        if args.malloc_trim_every:
-            overrides.append(f"+trainer.malloc_trim_every={args.malloc_trim_every}")
     cfg = compose(overrides)
+    if not chunks and cfg.algorithm.get("backward_chunks"):  # ram / mmap: the one-backward step
+        cfg = compose([*overrides, "algorithm.backward_chunks=false"])
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t0 = time.perf_counter()
     family = build_family(cfg)
@@ -132,8 +131,6 @@ def main() -> int:
                    "(ratios are to the first)")
     p.add_argument("--chunk-buckets", type=int, help="encoder.length_buckets of the +chunks modes only (the "
                    "others keep the config's): compares today's step with a low-memory one in one run")
-    p.add_argument("--malloc-trim-every", type=int, help="+trainer.malloc_trim_every of the +chunks modes only: "
-                   "glibc malloc_trim every N steps against heap growth over long runs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/memory")
     p.add_argument("--memory", choices=MODES, help=argparse.SUPPRESS)  # set in the child processes
@@ -154,8 +151,6 @@ def main() -> int:
                    f"--out={args.out}", f"--memory={memory}"]
             if args.chunk_buckets:
                 cmd.append(f"--chunk-buckets={args.chunk_buckets}")
-            if args.malloc_trim_every:
-                cmd.append(f"--malloc-trim-every={args.malloc_trim_every}")
             proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
@@ -175,7 +170,6 @@ def main() -> int:
         rows.append([f"{m} / {modes[0]}", *(f"{med(m, k) / med(modes[0], k):.3f}" for k, _, _ in keys), ""])
     first = runs[modes[0]][0]
     extra = f"; +chunks modes with encoder.length_buckets={args.chunk_buckets}" if args.chunk_buckets else ""
-    extra += f"; +chunks modes with +trainer.malloc_trim_every={args.malloc_trim_every}" if args.malloc_trim_every else ""
     print(f"\n{' '.join(args.overrides)}{extra}: {first['texts']:,} texts, state cache {first['cache_bytes'] / 1e9:.3g} GB, "
           f"{args.steps} timed steps after 1 warm-up, {args.repeats} run(s) per mode, {os.cpu_count()} CPUs\n")
     print(markdown_table(["memory", "peak RSS GB", "peak after setup GB", "step s (median)", "step s (mean)",

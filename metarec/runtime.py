@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoi
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from metarec.callbacks import LastCheckpoint, MallocTrim
+from metarec.callbacks import LastCheckpoint
 from metarec.checkpoint import VerifiedCheckpointIO, run_identity
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
@@ -78,9 +78,6 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
     t = cfg.trainer
     cbs = [*callbacks, LogProgress()]  # progress lines in the log when stderr is not a terminal
     k = accumulate_grad_batches(cfg)
-    trim = t.get("malloc_trim_every")
-    if trim is not None:  # a `+trainer.` key: runs without it keep their store identity
-        cbs.append(MallocTrim(trim))
     es = t.get("early_stopping") or {}
     if es.get("patience") is not None:
         if int(es.patience) < 1 or float(es.get("min_delta", 0.0)) < 0:

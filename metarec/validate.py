@@ -60,10 +60,6 @@ def _int_at_least(lo: int) -> tuple[str, Callable[[Any], bool]]:
 
 #: Ranges of the options the runner relies on: (what is expected, check). Other keys get a type
 #: check from their value in the config tree.
-#: Keys given with ``+`` only (``+trainer.malloc_trim_every=50``): not in the yaml tree, so that runs
-#: without them keep their run-store identity; checked like any other key when present.
-OPTIONAL_KEYS: dict[str, Any] = {"trainer.malloc_trim_every": 1}
-
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "seed": _int_at_least(0),
     "episodes.n_way": _int_at_least(2),
@@ -80,7 +76,6 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "trainer.accumulate_grad_batches": _int_at_least(1),
     "trainer.early_stopping.patience": ("null or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
     "trainer.early_stopping.min_delta": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
-    "trainer.malloc_trim_every": _int_at_least(1),
     "trainer.keep_checkpoints": ("-1 (all) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
     "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
     "trainer.devices": ("an integer >= 1, a list of device ids or 'auto'",
@@ -264,7 +259,7 @@ def validate_config(cfg: DictConfig, fitting: bool = True, root: Optional[Path] 
     """
     tree = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(tree, dict)
-    known = {**known_keys(str(root) if root else None), **OPTIONAL_KEYS}
+    known = known_keys(str(root) if root else None)
     everywhere = sorted(known)
     for path, value in _walk(tree, "", known, everywhere):
         if path in RANGES:

@@ -63,7 +63,10 @@ def test_chunked_backward_trains_the_same_model(algo, softmax, tmp_path):
 def test_chunked_backward_refuses_manual_optimization_conflicts_by_name(option):
     from metarec.validate import ConfigError, validate_config
 
-    validate_config(compose(["experiment=arsc/multitask_dev", "+algorithm.backward_chunks=true"]))  # alone: fine
+    recipe = compose(["experiment=arsc/multitask_dev"])
+    assert recipe.algorithm.backward_chunks is True  # the ARSC recipe's step
+    validate_config(recipe)  # alone: fine
     key = option.split("=")[0]
     with pytest.raises(ConfigError, match=rf"{key}=\S+ cannot be used with algorithm.backward_chunks=true"):
-        validate_config(compose(["experiment=arsc/multitask_dev", "+algorithm.backward_chunks=true", option]))
+        validate_config(compose(["experiment=arsc/multitask_dev", option]))
+    validate_config(compose(["experiment=arsc/multitask_dev", "algorithm.backward_chunks=false", option]))

@@ -20,3 +20,17 @@ def test_recipes_pick_precision_by_hardware(monkeypatch, fast):
 
 def test_fast_bf16_answers_for_this_machine():
     assert isinstance(hardware.fast_bf16(), bool)
+
+
+@pytest.mark.parametrize("preset,expected", [(None, "64"), ("7", "7")])
+def test_importing_metarec_caps_the_onednn_primitive_cache_unless_the_user_chose(preset, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    if preset is not None:
+        env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, metarec; print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'])"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected
