@@ -46,6 +46,23 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def memory_note() -> str:
+    """``", RSS 2.91 GB (peak 3.12 GB)"``: this process's resident memory now and its high-water mark.
+
+    The current figure is read from ``/proc/self/statm`` (Linux; left out elsewhere), the peak
+    from ``getrusage`` (the kernel's ``ru_maxrss``, what ``/usr/bin/time -v`` reports).
+    """
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    try:
+        with open("/proc/self/statm") as f:
+            now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return f", peak RSS {peak / 1e9:.2f} GB"
+    return f", RSS {now / 1e9:.2f} GB (peak {peak / 1e9:.2f} GB)"
+
+
 class Progress:
     """Logs ``what: done/total unit (pct), rate unit/s, ETA`` every ``interval`` seconds.
 
@@ -86,7 +103,7 @@ class Progress:
         msg += f", elapsed {_duration(elapsed)}"
         if self.total and rate > 0 and self.done < self.total:
             msg += f", ETA {_duration((self.total - self.done) / rate)}"
-        return msg
+        return msg + memory_note()
 
     def update(self, n: int = 1) -> None:
         """Counts ``n`` more units; logs a line when ``interval`` seconds passed since the last."""

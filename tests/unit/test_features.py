@@ -124,6 +124,11 @@ def test_cache_build_logs_rows_per_second_and_eta(tmp_path, caplog, monkeypatch)
     assert len(lines) == 4  # 3 batches of 4 rows, and the final line
     assert lines[0].startswith("caching hidden states of 12 texts: 4/12 rows (33%)") and "ETA" in lines[0]
     assert "rows/s" in lines[0] and lines[-1].endswith("(done)") and "12/12 rows (100%)" in lines[-1]
+    # every line also says how much memory the process holds, now and at its peak
+    import re
+
+    rss = re.search(r", RSS (\d+\.\d\d) GB \(peak (\d+\.\d\d) GB\)", lines[0])
+    assert rss and 0 < float(rss.group(1)) <= float(rss.group(2)) + 0.01
 
 
 def test_progress_is_silent_when_disabled_and_throttled(caplog):
