@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -46,11 +45,6 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _peak_rss_bytes() -> int:
-    """The kernel's peak resident set of this process so far (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-
-
 def child(args: argparse.Namespace) -> dict:
     """One measured run (in its own process): build everything as ``metarec fit`` does, then fit."""
     import logging
@@ -60,6 +54,7 @@ def child(args: argparse.Namespace) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # progress lines
 
     from metarec.config import compose
+    from metarec.log import peak_rss_bytes
     from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features, build_trainer
 
     class Timer(L.Callback):
@@ -102,7 +97,7 @@ def child(args: argparse.Namespace) -> dict:
     encoder = build_encoder(cfg)
     features = build_features(cfg, encoder, family)
     setup_s = time.perf_counter() - t0
-    setup_peak = _peak_rss_bytes()
+    setup_peak = peak_rss_bytes()
     lookup = TimedLookup(features)
     dm = build_datamodule(cfg, family, lookup)  # type: ignore[arg-type]
     model = build_algorithm(cfg, encoder)
@@ -118,7 +113,7 @@ def child(args: argparse.Namespace) -> dict:
         "step_s_mean": statistics.fmean(steps), "step_cpu_s_median": statistics.median(cpu),
         "lookup_s_per_step": lookup.seconds / (len(steps) + 1), "setup_s": setup_s, "cache_hits": features.cache_hits,
         "cache_bytes": _dir_size(path) if path is not None and path.exists() else 0, "texts": len(features),
-        "peak_rss_bytes": _peak_rss_bytes(), "peak_rss_setup_bytes": setup_peak,
+        "peak_rss_bytes": peak_rss_bytes(), "peak_rss_setup_bytes": setup_peak,
     }
 
 

@@ -23,8 +23,8 @@ def _cap_onednn_primitive_cache() -> None:
     default. Length-bucketed batches have a new shape almost every step (each chunk is cut to its
     longest row), so over a long run the cache grows by gigabytes: 5.8 GB peak RSS for an ARSC
     recipe run that stays under 4 GB with 16 entries, at the same step time (docs/scaling-out.md,
-    *Memory*). The value only decides which primitives are rebuilt, never a result. oneDNN reads the variable when it first
-    builds a primitive, so it is set here, before any tensor work.
+    *Memory*). The value only decides which primitives are rebuilt, never a result. oneDNN reads
+    the variable when it first builds a primitive, so it is set here, before any tensor work.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_PRIMITIVE_CACHE_CAPACITY))
 

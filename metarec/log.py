@@ -46,15 +46,21 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set so far, in bytes: the kernel's ``ru_maxrss`` (KiB on Linux,
+    bytes on macOS), the figure ``/usr/bin/time -v`` reports."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
 def memory_note() -> str:
     """``", RSS 2.91 GB (peak 3.12 GB)"``: this process's resident memory now and its high-water mark.
 
     The current figure is read from ``/proc/self/statm`` (Linux; left out elsewhere), the peak
-    from ``getrusage`` (the kernel's ``ru_maxrss``, what ``/usr/bin/time -v`` reports).
+    is :func:`peak_rss_bytes`.
     """
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    peak = peak_rss_bytes()
     try:
         with open("/proc/self/statm") as f:
             now = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

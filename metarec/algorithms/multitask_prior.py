@@ -133,14 +133,6 @@ class MultiTaskPrior(MultiTaskStage):
             return OrdinalHead(self.encoder.dim, *ordinal_rows(self.head_rows))
         return super().make_train_head(n_rows)
 
-    def trained_rows(self) -> tuple[Tensor, Tensor]:
-        """Weights ``(n_rows, dim)`` and biases ``(n_rows,)`` of the training head's rows."""
-        if isinstance(self.train_head, OrdinalHead):
-            weight, bias = self.train_head.rows()
-            return weight.detach(), bias.detach()
-        assert isinstance(self.train_head, LinearHead)
-        return self.train_head.linear.weight, self.train_head.linear.bias
-
     def row_of_class(self, name: str) -> str:
         return name if self.shared_head is None else prior_key(name, self.shared_head)
 
@@ -153,7 +145,8 @@ class MultiTaskPrior(MultiTaskStage):
     # -- the prior head -----------------------------------------------------------------------
     def prior_head(self, episode: Episode, support: Tensor) -> tuple[Tensor, Tensor]:
         """Start ``(W0 (n_way, dim), b0 (n_way,))`` of the episode's head, from the trained rows."""
-        weight, bias = self.trained_rows()
+        assert isinstance(self.train_head, (LinearHead, OrdinalHead))
+        weight, bias = (t.detach() for t in self.train_head.rows())
         if self.prior_weighting == "support":
             tasks = matching_tasks(self._class_index, episode.classes, self.prior_match)
             if tasks:

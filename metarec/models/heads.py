@@ -60,6 +60,10 @@ class LinearHead(nn.Module):
             nn.init.zeros_(self.linear.weight)
             nn.init.zeros_(self.linear.bias)
 
+    def rows(self) -> tuple[Tensor, Tensor]:
+        """Weights ``(n_way, dim)`` and biases ``(n_way,)`` of the head's rows (one per class)."""
+        return self.linear.weight, self.linear.bias
+
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(x)
 
