@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import metarec.algorithms  # noqa: F401  (registers algorithms)
 import metarec.data  # noqa: F401  (registers families)
@@ -109,6 +109,7 @@ def build_datamodule(cfg: DictConfig, family: TaskFamily, features: FeatureStore
         meta_batch_size=e.meta_batch_size, max_steps=cfg.trainer.max_steps, seed=cfg.seed,
         eval_seed=e.eval_seed, val_episodes=e.val_episodes, test_episodes=e.test_episodes,
         accumulate=accumulate_grad_batches(cfg),
+        task_weights=OmegaConf.to_container(e.task_weights) if e.get("task_weights") else None,
     )
 
 

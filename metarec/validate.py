@@ -86,6 +86,9 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
                           lambda v: str(v) in {"32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed",
                                                "bf16", "16-true", "bf16-true", "transformer-engine"}),
     "features.batch_size": _int_at_least(1),
+    "episodes.task_weights": ("null or a mapping {task-name glob: factor > 0}, e.g. {*.t5: 2}",
+                              lambda v: v is None or (isinstance(v, dict) and all(
+                                  isinstance(k, str) and _is_num(f) and f > 0 for k, f in v.items()))),
 }
 
 

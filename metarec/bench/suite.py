@@ -37,6 +37,9 @@ from metarec.config import compose
 VOLATILE_KEYS = ("run_dir", "resume_from", "overwrite", "trainer.enable_progress_bar", "logger", "features.cache_dir",
                  "features.batch_size", "features.memory", "name", "tags",
                  "algorithm.search")
+#: Keys dropped from a cell's identity while they hold their neutral value, so that adding such an
+#: option left the identity (and the stored results) of every existing cell unchanged.
+NEUTRAL_KEYS = {"episodes.task_weights": None}
 
 
 class SuiteError(ValueError):
@@ -61,17 +64,27 @@ class Cell:
         return compose(self.overrides)
 
 
+def _parent(tree: dict[str, Any], key: str) -> tuple[Any, str]:
+    """The node holding dotted ``key`` in ``tree`` (``{}`` where a level is missing), and its last part."""
+    node: Any = tree
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node.get(p, {}) if isinstance(node, dict) else {}
+    return node, last
+
+
 def config_hash(cfg: DictConfig) -> str:
     """Hash of a resolved config without its volatile keys: the cell's identity in the store."""
     c = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(c, dict)
     for key in VOLATILE_KEYS:
-        node: Any = c
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.get(p, {}) if isinstance(node, dict) else {}
+        node, last = _parent(c, key)
         if isinstance(node, dict):
-            node.pop(parts[-1], None)
+            node.pop(last, None)
+    for key, neutral in NEUTRAL_KEYS.items():
+        node, last = _parent(c, key)
+        if isinstance(node, dict) and last in node and node[last] == neutral:
+            del node[last]
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

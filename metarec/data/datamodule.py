@@ -13,7 +13,7 @@ method and training seed, so results can be paired. Under DDP rank ``r`` evaluat
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import lightning as L
 import torch
@@ -116,6 +116,9 @@ class ShardedDataModule(L.LightningDataModule):
         seed: seed of the training stream and of the DataLoaders' generators.
         num_workers: DataLoader workers (0: episodes are cheap lookups).
         accumulate: meta-batches per optimizer step (``trainer.accumulate_grad_batches``).
+        task_weights: ``{glob: factor}`` over training task names (``episodes.task_weights``):
+            how much more often matching tasks are drawn for training; validation and test
+            episode sets are never reweighted.
     """
 
     def __init__(self, meta_batch_size: int, max_steps: int, seed: int, num_workers: int = 0,
@@ -183,8 +186,10 @@ class EpisodicDataModule(ShardedDataModule):
         test_episodes: int = 600,
         num_workers: int = 0,
         accumulate: int = 1,
+        task_weights: Optional[Mapping[str, float]] = None,
     ) -> None:
         super().__init__(meta_batch_size, max_steps, seed, num_workers, accumulate)
+        self.task_weights = dict(task_weights or {})
         self.family = family
         self.features = features
         self.spec = EpisodeSpec(n_way, n_shot, n_query)
@@ -197,7 +202,8 @@ class EpisodicDataModule(ShardedDataModule):
         """The (validated, cached) sampler of a split; building it checks n_way / n_shot."""
         if split not in self._samplers:
             seed = self.seed if split == "train" else self.eval_seed
-            self._samplers[split] = EpisodeSampler(self.family, split, self.spec, seed)
+            weights = self.task_weights if split == "train" else None
+            self._samplers[split] = EpisodeSampler(self.family, split, self.spec, seed, task_weights=weights)
         return self._samplers[split]
 
     def n_eval_episodes(self, split: str) -> int:

@@ -13,10 +13,11 @@ lets a resumed run continue the stream exactly.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import random
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Mapping, Optional
 
 import learn2learn as l2l
 import numpy as np
@@ -97,13 +98,18 @@ class EpisodeSampler:
         split: ``"train"``, ``"val"`` or ``"test"``.
         spec: ``n_way``, ``n_shot``, ``n_query``.
         seed: seed of the stream; episode ``i`` depends only on ``(seed, split, i)``.
+        task_weights: ``{glob: factor}`` (``fnmatch`` over task names): a matching task is drawn
+            ``factor`` times as often as its size alone would have it (the product where several
+            globs match). None: tasks are drawn in proportion to their size.
 
     Raises:
         DataError: if a task has fewer than ``n_way`` classes, or a class fewer than
-            ``n_shot + n_query`` examples (the message names the task, class and count).
+            ``n_shot + n_query`` examples (the message names the task, class and count); if a
+            glob of ``task_weights`` matches no task of the split, or a factor is not > 0.
     """
 
-    def __init__(self, family: TaskFamily, split: str, spec: EpisodeSpec, seed: int) -> None:
+    def __init__(self, family: TaskFamily, split: str, spec: EpisodeSpec, seed: int,
+                 task_weights: Optional[Mapping[str, float]] = None) -> None:
         self.family = family
         self.split = split
         self.spec = spec
@@ -111,9 +117,25 @@ class EpisodeSampler:
         self.tasks: list[Task] = family.tasks(split)
         self._tasksets: list[object] = []
         self._weights = np.array([len(t.indices) for t in self.tasks], dtype=np.float64)
+        self._weights *= self._factors(task_weights or {})
         self._weights /= self._weights.sum()
         for task in self.tasks:
             self._tasksets.append(None if task.fixed else self._build_taskset(task))
+
+    def _factors(self, task_weights: Mapping[str, float]) -> np.ndarray:
+        factors = np.ones(len(self.tasks))
+        names = [t.name for t in self.tasks]
+        for glob, factor in task_weights.items():
+            where = f"episodes.task_weights[{glob!r}]"
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+                raise DataError(f"{where} = {factor!r}: the factor must be a number > 0")
+            hit = np.array([fnmatch.fnmatchcase(n, str(glob)) for n in names], dtype=bool)
+            if not hit.any():
+                shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+                raise DataError(f"{where}: the glob matches no {self.split!r} task of family "
+                                f"{self.family.name!r}; its tasks are {shown}")
+            factors[hit] *= float(factor)
+        return factors
 
     def _build_taskset(self, task: Task) -> object:
         spec = self.spec

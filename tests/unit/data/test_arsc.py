@@ -108,6 +108,31 @@ def test_training_episodes_are_two_way_within_one_task(tmp_path):
                    for r in e.support_idx.tolist() + e.query_idx.tolist())
 
 
+def test_task_weights_draw_matching_training_tasks_more_often(tmp_path):
+    fam = arsc(str(make_arsc_dir(tmp_path / "arsc", thresholds=("t2", "t4", "t5"))), n_shot=3, n_query=2)
+
+    def share(weights, suffix):
+        sampler = EpisodeSampler(fam, "train", EpisodeSpec(2, 3, 2), seed=0, task_weights=weights)
+        return np.mean([sampler.sample(i).task.endswith(suffix) for i in range(600)])
+
+    # 9 equal-sized tasks, 3 of them t5: 1/3 by size; x3 gives 3 * 3 / (3 * 3 + 6) = 0.6.
+    assert share(None, ".t5") == pytest.approx(1 / 3, abs=0.05)
+    assert share({"*.t5": 3}, ".t5") == pytest.approx(0.6, abs=0.05)
+    # Factors multiply: apparel.t5 weighs 3 * 0.5 against a total of 2 * 0.5 + 1.5 + 2 * (2 + 3) = 12.5.
+    assert share({"*.t5": 3, "apparel.*": 0.5}, "apparel.t5") == pytest.approx(1.5 / 12.5, abs=0.04)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"*.t3": 2}, r"episodes.task_weights\['\*.t3'\]: the glob matches no 'train' task of family 'arsc'; "
+                  r"its tasks are apparel.t2, apparel.t5"),
+    ({"*.t5": 0}, r"episodes.task_weights\['\*.t5'\] = 0: the factor must be a number > 0"),
+])
+def test_task_weights_refuse_a_glob_matching_nothing_or_a_bad_factor(tmp_path, weights, message):
+    fam = arsc(str(make_arsc_dir(tmp_path / "arsc", thresholds=("t2", "t5"))), n_shot=3, n_query=2)
+    with pytest.raises(DataError, match=message):
+        EpisodeSampler(fam, "train", EpisodeSpec(2, 3, 2), seed=0, task_weights=weights)
+
+
 def test_reading_never_modifies_the_data_dir(tmp_path):
     root = make_arsc_dir(tmp_path / "arsc")
     before = _snapshot(root)

@@ -1,0 +1,30 @@
+import pytest
+from omegaconf import OmegaConf
+
+from metarec.bench.suite import NEUTRAL_KEYS, config_hash
+from metarec.config import ConfigError, compose
+from metarec.validate import validate_config
+
+
+@pytest.mark.parametrize("key", sorted(NEUTRAL_KEYS))
+def test_a_neutral_option_at_its_off_value_leaves_the_cell_identity_unchanged(key):
+    cfg = compose(["experiment=arsc/multitask_dev"])
+    assert OmegaConf.select(cfg, key) == NEUTRAL_KEYS[key]
+    without = OmegaConf.to_container(cfg)  # the config as it was before the option existed
+    *parents, last = key.split(".")
+    node = without
+    for p in parents:
+        node = node[p]
+    del node[last]
+    assert config_hash(cfg) == config_hash(OmegaConf.create(without))
+
+
+def test_task_weights_change_the_identity_and_are_checked():
+    base = compose(["experiment=arsc/multitask_dev"])
+    weighted = compose(["experiment=arsc/multitask_dev", "episodes.task_weights={*.t5:2}"])
+    assert dict(weighted.episodes.task_weights) == {"*.t5": 2}
+    validate_config(weighted)
+    assert config_hash(weighted) != config_hash(base)
+    with pytest.raises(ConfigError, match=r"episodes.task_weights=.* must be null or a mapping "
+                                          r"\{task-name glob: factor > 0\}"):
+        validate_config(compose(["experiment=arsc/multitask_dev", "episodes.task_weights={*.t5:-1}"]))
