@@ -149,22 +149,35 @@ class MultiTaskStage(MetaLearner):
                 allowed[start : start + len(rows), ids] = True
                 start += len(rows)
 
-        def logits_of(z: Tensor, rows: Optional[Tensor] = None) -> Tensor:
-            logits = self.train_head(z)
+        def masked(logits: Tensor, rows: Optional[Tensor] = None) -> Tensor:
             if allowed is None:
                 return logits
             return logits.masked_fill(~(allowed if rows is None else allowed[rows]), float("-inf"))
 
         if self.backward_chunks:
-            loss, logits = self._chunked_step(x, y, logits_of)
+            loss, logits = self._chunked_step(x, y, masked)
         else:
-            logits = logits_of(self.encoder(x))
-            loss = F.cross_entropy(logits, y)
+            loss, logits = self.head_loss(self.encoder(x), y, masked)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/acc", self._accuracy(logits.detach(), y), prog_bar=True, batch_size=len(batch))
         return loss
 
-    def _chunked_step(self, x: Any, y: Tensor, logits_of: Callable[..., Tensor]) -> tuple[Tensor, Tensor]:
+    def head_loss(self, z: Tensor, y: Tensor, masked: Callable[[Tensor], Tensor],
+                  reduction: str = "mean") -> tuple[Tensor, Tensor]:
+        """The training loss of embeddings ``z (B, dim)`` with head rows ``y (B,)``.
+
+        Args:
+            masked: sets the logits of the classes a row must not compete with to ``-inf``
+                (``train_softmax="episode"``).
+            reduction: of the cross-entropy over the rows, ``"mean"`` or ``"sum"``.
+
+        Returns:
+            the loss and the training head's (masked) logits ``(B, n_rows)``.
+        """
+        logits = masked(self.train_head(z))
+        return F.cross_entropy(logits, y, reduction=reduction), logits
+
+    def _chunked_step(self, x: Any, y: Tensor, masked: Callable[..., Tensor]) -> tuple[Tensor, Tensor]:
         """One optimizer step that back-propagates each length chunk on its own (``backward_chunks``).
 
         The chunks are the ones the encoder's forward would run, in the same order (the same
@@ -189,8 +202,8 @@ class MultiTaskStage(MetaLearner):
                 z = self.encoder(x)
             else:
                 z = self.encoder.run_top(hidden[rows, :width], mask[rows, :width], bucket=False)
-            logits = logits_of(z, rows)
-            loss = F.cross_entropy(logits, y[rows], reduction="sum") / n
+            loss, logits = self.head_loss(z, y[rows], lambda lg, r=rows: masked(lg, r), reduction="sum")
+            loss = loss / n
             self.manual_backward(loss)
             total += loss.detach()
             if logits_all is None:

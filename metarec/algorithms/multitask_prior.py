@@ -12,7 +12,7 @@ arXiv:2202.10054). The parts live in :mod:`metarec.algorithms.task_prior` and
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from metarec.algorithms.fitting import copy_top, seeded, train_on_support
 from metarec.algorithms.multitask import MultiTaskStage
-from metarec.algorithms.task_prior import (LogitAdjustment, check_match, key_frequencies, map_head, matching_rows,
-                                           matching_tasks, mean_prior, ordinal_rows, prior_key,
-                                           support_weighted_prior)
+from metarec.algorithms.task_prior import (LogitAdjustment, check_match, key_frequencies, key_groups,
+                                           leave_one_out_rows, map_head, matching_rows, matching_tasks, mean_prior,
+                                           ordinal_rows, prior_key, support_weighted_prior)
 from metarec.data.family import TaskFamily
 from metarec.data.sampler import stream_seed
 from metarec.episode import Episode
@@ -73,6 +73,12 @@ class MultiTaskPrior(MultiTaskStage):
         transductive: logit adjustment by each test task's own class prior, estimated by EM from
             its unlabeled queries (started at the training frequencies) instead of the training
             frequencies. It reads the test queries: a different protocol, reported apart.
+        loo_weight: weight of a leave-one-domain-out loss in the multi-task stage: every training
+            row is also classified by the mean head of the *other* training tasks with its
+            :func:`prior_key` (:func:`~metarec.algorithms.task_prior.leave_one_out_rows`), which
+            is how a held-out task is predicted at test time; ``0``: off. The encoder and every
+            training head then also learn for that prediction, an episodic objective that
+            mirrors the test rule. Not with ``shared_head`` (no per-task rows to leave out).
         **kwargs: see :class:`~metarec.algorithms.base.MetaLearner`.
     """
 
@@ -92,6 +98,7 @@ class MultiTaskPrior(MultiTaskStage):
         seed: int = 0,
         ordinal: bool = False,
         transductive: bool = False,
+        loo_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(train_softmax=train_softmax, **kwargs)
@@ -104,6 +111,11 @@ class MultiTaskPrior(MultiTaskStage):
             raise ValueError(f"{name} prior_weighting='support' weighs per-task heads; shared_head={shared_head!r} trains none")
         if ordinal and shared_head is not None:
             raise ValueError(f"{name} ordinal=true trains one score per group; it cannot share rows (shared_head={shared_head!r})")
+        if not loo_weight >= 0:
+            raise ValueError(f"{name} loo_weight must be >= 0, got {loo_weight}")
+        if loo_weight and shared_head is not None:
+            raise ValueError(f"{name} loo_weight > 0 leaves one task's row out of its key's mean; "
+                             f"shared_head={shared_head!r} trains one row per key")
         if prior_l2 < 0:
             raise ValueError(f"{name} prior_l2 must be >= 0, got {prior_l2}")
         if not prior_temperature > 0:
@@ -126,6 +138,8 @@ class MultiTaskPrior(MultiTaskStage):
         self.adapt_head_lr = float(adapt_head_lr)
         self.seed = int(seed)
         self.ordinal = bool(ordinal)
+        self.loo_weight = float(loo_weight)
+        self._loo_group: Optional[Tensor] = None  # key group of every training-head row (bind_family)
 
     # -- shared heads -------------------------------------------------------------------------
     def make_train_head(self, n_rows: int) -> nn.Module:
@@ -141,6 +155,17 @@ class MultiTaskPrior(MultiTaskStage):
         super().bind_family(family)
         if first:
             self.logit_adjustment.frequency = key_frequencies(family, self.prior_match)
+            self._loo_group = key_groups(self.head_rows, self.prior_match)
+
+    def head_loss(self, z: Tensor, y: Tensor, masked: Callable[[Tensor], Tensor],
+                  reduction: str = "mean") -> tuple[Tensor, Tensor]:
+        loss, logits = super().head_loss(z, y, masked, reduction)
+        if self.loo_weight:
+            assert isinstance(self.train_head, (LinearHead, OrdinalHead)) and self._loo_group is not None
+            weight, bias = leave_one_out_rows(*self.train_head.rows(), self._loo_group)
+            loo = masked(F.linear(z, weight, bias))
+            loss = loss + self.loo_weight * F.cross_entropy(loo, y, reduction=reduction)
+        return loss, logits
 
     # -- the prior head -----------------------------------------------------------------------
     def prior_head(self, episode: Episode, support: Tensor) -> tuple[Tensor, Tensor]:

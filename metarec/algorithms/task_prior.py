@@ -231,6 +231,35 @@ def matching_rows(train_classes: Sequence[str], test_classes: Sequence[str], mat
     return out
 
 
+def key_groups(train_classes: Sequence[str], match: str) -> Tensor:
+    """Group id ``(n_rows,)`` of every training class: classes with one :func:`prior_key` share it."""
+    keys = [prior_key(n, match) for n in train_classes]
+    ids = {k: i for i, k in enumerate(sorted(set(keys)))}
+    return torch.tensor([ids[k] for k in keys], dtype=torch.long)
+
+
+def leave_one_out_rows(weight: Tensor, bias: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
+    """Every head row replaced by the mean of the *other* rows of its group (differentiable).
+
+    With the groups of :func:`key_groups` (ARSC, ``"subtask"``), row ``apparel.t5:positive``
+    becomes the mean ``*.t5:positive`` row of every other training domain: the prior head a
+    held-out domain starts from at test time. A row alone in its group keeps its own values.
+
+    Args:
+        weight: ``(n_rows, dim)``; bias: ``(n_rows,)``; group: ``(n_rows,)`` group ids.
+    """
+    group = group.to(weight.device)
+    n_groups = int(group.max()) + 1
+    count = torch.bincount(group, minlength=n_groups)[group]
+    others = (count - 1).clamp(min=1).to(weight.dtype)
+    w_sum = weight.new_zeros(n_groups, weight.shape[1]).index_add(0, group, weight)[group]
+    b_sum = bias.new_zeros(n_groups).index_add(0, group, bias)[group]
+    alone = count == 1
+    w = torch.where(alone[:, None], weight, (w_sum - weight) / others[:, None])
+    b = torch.where(alone, bias, (b_sum - bias) / others)
+    return w, b
+
+
 def matching_tasks(class_index: dict[str, int], test_classes: Sequence[str], match: str) -> list[list[int]]:
     """Training tasks that have a class of every test class's :func:`prior_key`, as head rows.
 

@@ -18,7 +18,7 @@ from tests.conftest import tiny_encoder, toy_family
 
 
 def _fit(tmp_path, chunks: bool, steps: int = 3, accumulate: int = 1, algo: str = "multitask_prior",
-         softmax: str = "episode") -> tuple[dict[str, torch.Tensor], list[float]]:
+         softmax: str = "episode", **extra: float) -> tuple[dict[str, torch.Tensor], list[float]]:
     L.seed_everything(0, verbose=False)
     family = toy_family()
     # dropout: both paths must draw the same masks (the same chunks forwarded in the same order)
@@ -30,7 +30,7 @@ def _fit(tmp_path, chunks: bool, steps: int = 3, accumulate: int = 1, algo: str 
                    f"trainer.val_check_interval={steps}", "trainer.enable_progress_bar=false",
                    f"trainer.accumulate_grad_batches={accumulate}"])
     kw = config_kwargs(cfg.algorithm)
-    kw.update(warmup_steps=1, backward_chunks=chunks, train_softmax=softmax)
+    kw.update(warmup_steps=1, backward_chunks=chunks, train_softmax=softmax, **extra)
     model = ALGORITHMS.create(algo, encoder=enc, n_way=2, max_steps=steps, **kw)
     lrs: list[float] = []  # after each step
 
@@ -45,10 +45,11 @@ def _fit(tmp_path, chunks: bool, steps: int = 3, accumulate: int = 1, algo: str 
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, lrs
 
 
-@pytest.mark.parametrize("algo,softmax", [("multitask_prior", "episode"), ("baseline", "all")])
-def test_chunked_backward_trains_the_same_model(algo, softmax, tmp_path):
-    whole, lr_whole = _fit(tmp_path / "whole", chunks=False, algo=algo, softmax=softmax)
-    chunked, lr_chunked = _fit(tmp_path / "chunked", chunks=True, algo=algo, softmax=softmax)
+@pytest.mark.parametrize("algo,softmax,extra", [("multitask_prior", "episode", {}), ("baseline", "all", {}),
+                                                ("multitask_prior", "episode", {"loo_weight": 1.0})])
+def test_chunked_backward_trains_the_same_model(algo, softmax, extra, tmp_path):
+    whole, lr_whole = _fit(tmp_path / "whole", chunks=False, algo=algo, softmax=softmax, **extra)
+    chunked, lr_chunked = _fit(tmp_path / "chunked", chunks=True, algo=algo, softmax=softmax, **extra)
     assert whole.keys() == chunked.keys() and len(whole) > 2
     for name, p in whole.items():
         torch.testing.assert_close(chunked[name], p, atol=1e-5, rtol=1e-4, msg=f"{algo}: {name} differs")

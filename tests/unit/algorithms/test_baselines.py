@@ -447,6 +447,51 @@ def test_ordinal_recipe_trains_the_scores_and_its_prior_is_the_mean_row():
         MultiTaskPrior(encoder=encoder, n_way=2, ordinal=True, shared_head="subtask")
 
 
+def test_leave_one_out_loss_classifies_each_row_by_the_other_domains_mean_head():
+    import torch.nn.functional as F
+
+    from metarec.algorithms.task_prior import leave_one_out_rows
+
+    encoder, dm, model = _named_setup(loo_weight=1.0)   # training tasks a.t2, b.t2, c.t4
+    names = model.train_classes
+    lin = model.train_head.linear
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(6, encoder.dim, generator=torch.Generator().manual_seed(2)))
+        lin.bias.copy_(torch.arange(6.0))
+    w, b = leave_one_out_rows(lin.weight, lin.bias, model._loo_group)
+    for label in ("negative", "positive"):
+        a, bb, c = (names.index(f"{t}:{label}") for t in ("a.t2", "b.t2", "c.t4"))
+        torch.testing.assert_close(w[a], lin.weight[bb])       # a.t2 is read by b.t2's head ...
+        torch.testing.assert_close(b[bb], lin.bias[a])         # ... and b.t2 by a.t2's
+        torch.testing.assert_close(w[c], lin.weight[c])        # c.t4 has no other t4 task: its own
+    # Rows of task a.t2 only: the loss adds the cross-entropy of b.t2's head, and b.t2's rows learn.
+    z = torch.randn(5, encoder.dim, generator=torch.Generator().manual_seed(3))
+    y = torch.tensor([names.index("a.t2:negative")] * 3 + [names.index("a.t2:positive")] * 2)
+    allowed = torch.zeros(6, dtype=torch.bool)
+    allowed[[names.index("a.t2:negative"), names.index("a.t2:positive")]] = True
+
+    def masked(logits):
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    loss, logits = model.head_loss(z, y, masked)
+    expected = F.cross_entropy(masked(lin(z)), y) + F.cross_entropy(masked(F.linear(z, w, b)), y)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(logits, masked(lin(z)))
+    loss.backward()
+    assert lin.weight.grad[names.index("b.t2:negative")].abs().sum() > 0
+    lin.weight.grad = None
+    model.loo_weight = 0.0
+    model.head_loss(z, y, masked)[0].backward()
+    assert lin.weight.grad[names.index("b.t2:negative")].abs().sum() == 0   # without it, only a.t2's rows
+    # The whole training step runs with it.
+    model.loo_weight = 1.0
+    assert torch.isfinite(model.training_step(next(iter(dm.train_dataloader())), 0))
+    with pytest.raises(ValueError, match="loo_weight must be >= 0"):
+        MultiTaskPrior(encoder=encoder, n_way=2, loo_weight=-1.0)
+    with pytest.raises(ValueError, match="shared_head='subtask' trains one row per key"):
+        MultiTaskPrior(encoder=encoder, n_way=2, loo_weight=1.0, shared_head="subtask")
+
+
 def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustment_uses_it():
     from metarec.algorithms.task_prior import LogitAdjustment, em_class_prior
 
