@@ -116,9 +116,6 @@ class ShardedDataModule(L.LightningDataModule):
         seed: seed of the training stream and of the DataLoaders' generators.
         num_workers: DataLoader workers (0: episodes are cheap lookups).
         accumulate: meta-batches per optimizer step (``trainer.accumulate_grad_batches``).
-        task_weights: ``{glob: factor}`` over training task names (``episodes.task_weights``):
-            how much more often matching tasks are drawn for training; validation and test
-            episode sets are never reweighted.
     """
 
     def __init__(self, meta_batch_size: int, max_steps: int, seed: int, num_workers: int = 0,
@@ -169,6 +166,9 @@ class EpisodicDataModule(ShardedDataModule):
             ARSC meta-test count one episode per task, whatever ``test_episodes`` says).
         num_workers: DataLoader workers (0: episodes are cheap lookups).
         accumulate: meta-batches per optimizer step (``trainer.accumulate_grad_batches``).
+        task_weights: ``{glob: factor}`` over training task names (``episodes.task_weights``):
+            how much more often matching tasks are drawn for training; validation and test
+            episode sets are never reweighted.
     """
 
     def __init__(

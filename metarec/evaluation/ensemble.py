@@ -12,16 +12,8 @@ from collections import Counter
 from typing import Any, Sequence
 
 import numpy as np
-
-
-def _macro_f1(y: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
-    f1 = []
-    for c in range(n_classes):
-        tp = int(((pred == c) & (y == c)).sum())
-        fp = int(((pred == c) & (y != c)).sum())
-        fn = int(((pred != c) & (y == c)).sum())
-        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(f1))
+import torch
+from torchmetrics.functional.classification import multiclass_f1_score
 
 
 def majority_vote(members: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -43,12 +35,11 @@ def majority_vote(members: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str,
     first = members[0]
     out = []
     for i, rec in enumerate(first):
-        recs = [m[i] if i < len(m) else None for m in members]
-        for k, r in enumerate(recs):
-            if r is None or len(members[k]) != len(first) or r["fingerprint"] != rec["fingerprint"] \
-                    or r["query_y"] != rec["query_y"]:
+        for k, m in enumerate(members):
+            if len(m) != len(first) or m[i]["fingerprint"] != rec["fingerprint"] or m[i]["query_y"] != rec["query_y"]:
                 raise ValueError(f"member {k} was not tested on the episodes of member 0 "
                                  f"(episode {i}, task {rec['task']!r}): a vote needs the same fixed test episodes")
+        recs = [m[i] for m in members]
         y = np.asarray(rec["query_y"])
         preds = np.asarray([r["pred"] for r in recs])  # (members, queries)
         voted = np.empty(len(y), dtype=np.int64)
@@ -59,5 +50,7 @@ def majority_vote(members: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str,
         n_classes = len(rec.get("classes") or []) or int(max(y.max(), voted.max()) + 1)
         out.append({"index": rec["index"], "task": rec["task"], "fingerprint": rec["fingerprint"],
                     "query_y": y.tolist(), "pred": voted.tolist(), "acc": float((voted == y).mean()),
-                    "f1": _macro_f1(y, voted, n_classes)})
+                    # the macro-F1 every test record holds (MetaLearner._macro_f1)
+                    "f1": float(multiclass_f1_score(torch.from_numpy(voted), torch.from_numpy(y),
+                                                    num_classes=n_classes, average="macro"))})
     return out
