@@ -1,22 +1,14 @@
 """benchmarks/vote.py end to end: two tiny runs, their vote, and the members' own test results."""
 
-import runpy
-import sys
-from pathlib import Path
-
 import pytest
 
 from metarec.cli import main
+from tests.integration.scripts import run_benchmark
 from tests.integration.test_reliability import TINY
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "vote.py"
 
 
 def _vote(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *argv])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    return int(done.value.code or 0)
+    return run_benchmark("vote.py", argv, monkeypatch)
 
 
 def test_vote_prints_each_member_as_metarec_test_does_and_their_vote(tmp_path, monkeypatch, capsys):
