@@ -18,8 +18,9 @@ bound misses is the encoder's. Columns:
   adjustment (a head fitted on the file's natural label shares has learned them); ``P = 30`` is
   the recipe's pull, ``0.01`` is close to a free logistic regression.
 
-Needs the development protocol (the held-out domains' ``.train`` files are in the data directory);
-a target directory of the official protocol has no ``.train`` files for its targets.
+Needs the development protocol (``family.dev_split``): its held-out domains keep their whole
+``.train`` files, from which the split file drew the 10-review supports. An official target's
+``.train`` file *is* its 10-review support, so other protocols are refused.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ def main() -> int:
         p.error(f"algorithm {cfg.algorithm.name!r}: the ceiling is of multitask_prior's test head (experiment=arsc/...)")
     t0 = time.perf_counter()
     family = build_family(cfg)
+    if family.metadata.get("protocol") != "dev":
+        p.error(f"family {family.name!r} runs the {family.metadata.get('protocol')!r} protocol; the whole-file heads need "
+                "the development protocol (family.dev_split=splits/arsc_dev.json, as experiment=arsc/multitask_dev)")
     encoder = build_encoder(cfg)
     features = build_features(cfg, encoder, family)
     dm = build_datamodule(cfg, family, features)
