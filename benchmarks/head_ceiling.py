@@ -5,7 +5,7 @@ file, scored on the same query sets.
     python benchmarks/head_ceiling.py runs/lm_seed0_c16/checkpoints/last.ckpt -- experiment=arsc/multitask_dev
 
 A diagnostic, not a method: the whole-file heads read about 1,100 labels per task, which no
-few-shot method has. They bound what *any* head on the trained encoder's embeddings reaches on
+few-shot method has. They bound what a linear head on the trained encoder's embeddings reaches on
 these queries; what the recipe misses below that bound is the 10-review support's share, what the
 bound misses is the encoder's. Columns:
 
@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 
 import torch
+from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.task_prior import map_head
+from metarec.checkpoint import CheckpointError, verify_checkpoint
 from metarec.config import compose
 from metarec.data.arsc import ARSC_LABEL_MAP, LABEL_NAMES, arsc_path, resolve_data_dir
 from metarec.data.readers import read_labeled_lines
@@ -73,7 +75,8 @@ def file_rows(data_dir: Path, episode: Episode) -> tuple[list[str], torch.Tensor
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
-    return float((logits.argmax(-1) == y).float().mean())
+    # the accuracy every test record holds (MetaLearner._accuracy)
+    return float(multiclass_accuracy(logits.argmax(-1), y, num_classes=logits.shape[-1], average="micro"))
 
 
 def main() -> int:
@@ -88,6 +91,10 @@ def main() -> int:
     cfg = compose(argv[cut + 1:])
     if cfg.algorithm.name != "multitask_prior":
         p.error(f"algorithm {cfg.algorithm.name!r}: the ceiling is of multitask_prior's test head (experiment=arsc/...)")
+    try:  # before any work: checksum and identity, as `metarec test` checks them (metarec.checkpoint)
+        ckpt = verify_checkpoint(args.ckpt, cfg)
+    except CheckpointError as e:
+        p.error(str(e))
     t0 = time.perf_counter()
     family = build_family(cfg)
     if family.metadata.get("protocol") != "dev":
@@ -100,8 +107,10 @@ def main() -> int:
     model = build_algorithm(cfg, encoder)
     assert isinstance(model, MultiTaskPrior)
     model.bind_family(family)
-    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-    model.on_load_checkpoint(ckpt)  # refuses a checkpoint without every trainable weight
+    try:
+        model.on_load_checkpoint(ckpt)  # refuses a checkpoint without every trainable weight
+    except RuntimeError as e:
+        p.error(str(e))
     model.load_state_dict(ckpt["state_dict"], strict=False)
     model.eval()
     data_dir = resolve_data_dir(cfg.family.data_dir)

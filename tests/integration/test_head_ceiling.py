@@ -54,12 +54,21 @@ def test_recipe_column_is_the_runs_test_result_and_file_heads_read_the_whole_tra
     assert f"test accuracy {mean[3]}" in alone   # the recipe column is the run's own `metarec test` result
 
 
-def test_refuses_a_missing_checkpoint_another_algorithm_or_protocol(dev_run, tmp_path, monkeypatch, capsys):
+def test_refuses_a_missing_damaged_or_foreign_checkpoint_another_algorithm_or_protocol(dev_run, tmp_path, monkeypatch, capsys):
     ckpt, overrides, _ = dev_run
     assert _ceiling([str(tmp_path / "nope.ckpt"), "--", *overrides], monkeypatch) == 2
     assert f"checkpoint {tmp_path / 'nope.ckpt'} does not exist" in capsys.readouterr().err
     assert _ceiling([str(ckpt), "--", *overrides, "algorithm=protonet"], monkeypatch) == 2
     assert "the ceiling is of multitask_prior's test head" in capsys.readouterr().err
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(ckpt.read_bytes()[:1000])
+    assert _ceiling([str(damaged), "--", *overrides], monkeypatch) == 2
+    assert f"checkpoint {damaged} cannot be read" in capsys.readouterr().err
+    assert _ceiling([str(ckpt), "--", *overrides, "episodes.n_way=3"], monkeypatch) == 2
+    assert f"checkpoint {ckpt} belongs to another kind of run: n_way=2 (this run: 3)" in capsys.readouterr().err
+    assert _ceiling([str(ckpt), "--", *overrides, "encoder.top_k=2"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint lacks" in err and "Traceback" not in err
     other = [o for o in overrides if not o.startswith("family.dev_split=")]
     assert _ceiling([str(ckpt), "--", *other, "family.holdout_domains=[beauty,camera_photo]"], monkeypatch) == 2
     assert "runs the 'fallback' protocol; the whole-file heads need the development protocol" in capsys.readouterr().err
