@@ -13,6 +13,10 @@ a shared machine), the time per step spent reading features (the only work that 
 the modes), and each mode's ratios to the first mode. Targets (issue 20): peak RSS <= 4 GB
 memory-mapped, step time within 10% of in-RAM.
 
+Every mode's config is composed and checked as ``metarec fit`` checks it before the first run
+starts: an unknown option, or a ``+chunks`` mode for an algorithm without ``backward_chunks``, is
+one line naming it (exit status 2), not a traceback minutes later.
+
 Build the cache first (a recipe run does, or the first mode here), so that both modes time the
 same work: the build itself writes chunk by chunk and never holds the cache in memory.
 
@@ -33,6 +37,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,6 +53,30 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def mode_config(args: argparse.Namespace, mode: str) -> DictConfig:
+    """The composed config of one mode's run, checked as ``metarec fit`` checks it.
+
+    Raises:
+        ValueError: (``ConfigError`` included) an override or a mode the config cannot run, e.g.
+            ``+chunks`` with an algorithm that has no ``backward_chunks`` option.
+    """
+    from metarec.config import compose
+    from metarec.validate import validate_config
+
+    memory, _, chunks = mode.partition("+")
+    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={memory}",
+                 "trainer.enable_progress_bar=false", f"seed={args.seed}"]
+    if chunks:
+        overrides.append("++algorithm.backward_chunks=true")  # ++: the ARSC recipe already sets it
+        if args.chunk_buckets:
+            overrides.append(f"encoder.length_buckets={args.chunk_buckets}")
+    cfg = compose(overrides)
+    if not chunks and cfg.algorithm.get("backward_chunks"):  # ram / mmap: the one-backward step
+        cfg = compose([*overrides, "algorithm.backward_chunks=false"])
+    validate_config(cfg)
+    return cfg
+
+
 def child(args: argparse.Namespace) -> dict:
     """One measured run (in its own process): build everything as ``metarec fit`` does, then fit."""
     import logging
@@ -53,7 +85,6 @@ def child(args: argparse.Namespace) -> dict:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # progress lines
 
-    from metarec.config import compose
     from metarec.log import peak_rss_bytes
     from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features, build_trainer
 
@@ -81,16 +112,7 @@ def child(args: argparse.Namespace) -> dict:
         def __getattr__(self, name: str) -> object:
             return getattr(self.store, name)
 
-    memory, _, chunks = args.memory.partition("+")
-    overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={memory}",
-                 "trainer.enable_progress_bar=false", f"seed={args.seed}"]
-    if chunks:
-        overrides.append("++algorithm.backward_chunks=true")  # ++: the ARSC recipe already sets it
-        if args.chunk_buckets:
-            overrides.append(f"encoder.length_buckets={args.chunk_buckets}")
-    cfg = compose(overrides)
-    if not chunks and cfg.algorithm.get("backward_chunks"):  # ram / mmap: the one-backward step
-        cfg = compose([*overrides, "algorithm.backward_chunks=false"])
+    cfg = mode_config(args, args.memory)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     t0 = time.perf_counter()
     family = build_family(cfg)
@@ -138,6 +160,12 @@ def main() -> int:
     modes = args.modes.split(",")
     if not modes or set(modes) - set(MODES):
         p.error(f"--modes must list some of {','.join(MODES)}, got {args.modes!r}")
+    for memory in modes:  # every mode's config checked before the first (minutes-long) run starts
+        try:
+            mode_config(args, memory)
+        except ValueError as e:
+            print(f"benchmarks/memory.py: mode {memory} with {' '.join(args.overrides)}: {e}", file=sys.stderr)
+            return 2
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.repeats):
         for memory in modes:
