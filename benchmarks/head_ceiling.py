@@ -43,6 +43,7 @@ from metarec.episode import Episode
 from metarec.evaluation.stats import mean_ci95
 from metarec.evaluation.tables import markdown_table
 from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features
+from metarec.validate import validate_config
 
 PULLS = (30.0, 1.0, 0.01)
 
@@ -88,9 +89,16 @@ def main() -> int:
     args = p.parse_args(argv[:cut])
     if not Path(args.ckpt).is_file():
         p.error(f"checkpoint {args.ckpt} does not exist")
-    cfg = compose(argv[cut + 1:])
+    try:
+        cfg = compose(argv[cut + 1:])
+    except ValueError as e:
+        p.error(str(e))
     if cfg.algorithm.name != "multitask_prior":
         p.error(f"algorithm {cfg.algorithm.name!r}: the ceiling is of multitask_prior's test head (experiment=arsc/...)")
+    try:  # every option checked as `metarec test` checks it, before any work
+        validate_config(cfg, fitting=False)
+    except ValueError as e:
+        p.error(str(e))
     try:  # before any work: checksum and identity, as `metarec test` checks them (metarec.checkpoint)
         ckpt = verify_checkpoint(args.ckpt, cfg)
     except CheckpointError as e:

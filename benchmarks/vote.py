@@ -20,6 +20,7 @@ from metarec.evaluation.ensemble import majority_vote
 from metarec.evaluation.stats import mean_ci95
 from metarec.evaluation.tables import markdown_table
 from metarec.training import run_experiment
+from metarec.validate import validate_config
 
 
 def main() -> int:
@@ -35,7 +36,11 @@ def main() -> int:
         p.error(f"checkpoint {missing[0]} does not exist")
     if len(args.ckpts) < 2:
         p.error("a vote needs at least two checkpoints")
-    cfg = compose(overrides)
+    try:  # every override checked as `metarec test` checks it, before the first member is tested
+        cfg = compose(overrides)
+        validate_config(cfg, fitting=False)
+    except ValueError as e:
+        p.error(str(e))
     members = []
     for c in args.ckpts:
         ckpt = Path(c)

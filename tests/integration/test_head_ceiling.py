@@ -72,3 +72,9 @@ def test_refuses_a_missing_damaged_or_foreign_checkpoint_another_algorithm_or_pr
     other = [o for o in overrides if not o.startswith("family.dev_split=")]
     assert _ceiling([str(ckpt), "--", *other, "family.holdout_domains=[beauty,camera_photo]"], monkeypatch) == 2
     assert "runs the 'fallback' protocol; the whole-file heads need the development protocol" in capsys.readouterr().err
+    assert _ceiling([str(ckpt), "--", *overrides, "encoder.bogus=1"], monkeypatch) == 2  # before any work
+    err = capsys.readouterr().err
+    assert "unknown config key encoder.bogus" in err and "Traceback" not in err
+    assert _ceiling([str(ckpt), "--", *overrides, "+algorithm.prior_l3=1"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "algorithm.prior_l3" in err and "Traceback" not in err

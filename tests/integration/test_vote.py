@@ -35,3 +35,10 @@ def test_vote_refuses_a_missing_checkpoint_or_a_single_one(tmp_path, monkeypatch
     (tmp_path / "one.ckpt").write_bytes(b"")
     assert _vote([str(tmp_path / "one.ckpt"), "--", *TINY], monkeypatch) == 2
     assert "a vote needs at least two checkpoints" in capsys.readouterr().err
+    # a bad option is refused before the first member is tested: one line, no traceback
+    assert _vote([str(tmp_path / "one.ckpt"), str(tmp_path / "one.ckpt"), "--", *TINY, "encoder.bogus=1"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key encoder.bogus" in err and "Traceback" not in err
+    assert _vote([str(tmp_path / "one.ckpt"), str(tmp_path / "one.ckpt"), "--", *TINY, "+algorithm.nope=1"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert "algorithm.nope" in err and "Traceback" not in err
