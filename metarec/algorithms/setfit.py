@@ -143,7 +143,12 @@ class SetFit(MetaLearner):
     def pristine_body(self) -> Any:
         """A sentence transformer with the encoder's pretrained weights, pooling and length."""
         if self._body is None:
-            from sentence_transformers import SentenceTransformer, models
+            from sentence_transformers import SentenceTransformer
+
+            try:  # sentence-transformers >= 6.3 moved the modules here (and deprecates the old path)
+                from sentence_transformers.sentence_transformer import modules as models
+            except ImportError:  # older releases (pyproject allows >= 3)
+                from sentence_transformers import models
 
             path = Path(self._tmp.name) / "body"
             with quiet_libraries():
