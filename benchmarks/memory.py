@@ -54,14 +54,12 @@ def _dir_size(path: Path) -> int:
 
 
 def mode_config(args: argparse.Namespace, mode: str) -> DictConfig:
-    """The composed config of one mode's run, checked as ``metarec fit`` checks it.
+    """The composed config of one mode's run (checked by :func:`main` before any run starts).
 
     Raises:
-        ValueError: (``ConfigError`` included) an override or a mode the config cannot run, e.g.
-            ``+chunks`` with an algorithm that has no ``backward_chunks`` option.
+        ConfigError: an override that names no config file or key.
     """
     from metarec.config import compose
-    from metarec.validate import validate_config
 
     memory, _, chunks = mode.partition("+")
     overrides = [*args.overrides, f"trainer.max_steps={args.steps}", f"features.memory={memory}",
@@ -73,7 +71,6 @@ def mode_config(args: argparse.Namespace, mode: str) -> DictConfig:
     cfg = compose(overrides)
     if not chunks and cfg.algorithm.get("backward_chunks"):  # ram / mmap: the one-backward step
         cfg = compose([*overrides, "algorithm.backward_chunks=false"])
-    validate_config(cfg)
     return cfg
 
 
@@ -160,9 +157,11 @@ def main() -> int:
     modes = args.modes.split(",")
     if not modes or set(modes) - set(MODES):
         p.error(f"--modes must list some of {','.join(MODES)}, got {args.modes!r}")
-    for memory in modes:  # every mode's config checked before the first (minutes-long) run starts
+    from metarec.validate import validate_config
+
+    for memory in modes:  # every mode's config checked, as `metarec fit` checks it, before the first run starts
         try:
-            mode_config(args, memory)
+            validate_config(mode_config(args, memory))
         except ValueError as e:
             print(f"benchmarks/memory.py: mode {memory} with {' '.join(args.overrides)}: {e}", file=sys.stderr)
             return 2

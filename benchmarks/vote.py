@@ -20,7 +20,6 @@ from metarec.evaluation.ensemble import majority_vote
 from metarec.evaluation.stats import mean_ci95
 from metarec.evaluation.tables import markdown_table
 from metarec.training import run_experiment
-from metarec.validate import validate_config
 
 
 def main() -> int:
@@ -36,16 +35,12 @@ def main() -> int:
         p.error(f"checkpoint {missing[0]} does not exist")
     if len(args.ckpts) < 2:
         p.error("a vote needs at least two checkpoints")
-    try:  # every override checked as `metarec test` checks it, before the first member is tested
+    try:  # run_experiment checks options and checkpoint before any work: one line, as from `metarec test`
         cfg = compose(overrides)
-        validate_config(cfg, fitting=False)
+        members = [run_experiment(cfg, ckpt_path=c, run_dir=Path(c).parent.parent / "test").episodes
+                   for c in args.ckpts]
     except ValueError as e:
         p.error(str(e))
-    members = []
-    for c in args.ckpts:
-        ckpt = Path(c)
-        result = run_experiment(cfg, ckpt_path=str(ckpt), run_dir=ckpt.parent.parent / "test")
-        members.append(result.episodes)
     try:
         votes = majority_vote(members)
     except ValueError as e:

@@ -3,6 +3,7 @@
 import argparse
 import runpy
 
+from metarec.validate import validate_config
 from tests.integration.scripts import BENCHMARKS, run_benchmark
 
 
@@ -21,6 +22,7 @@ def test_every_mode_of_the_recipe_passes_the_check():
     args = argparse.Namespace(overrides=memory["RECIPE"], steps=3, seed=0, chunk_buckets=16)
     for mode in memory["MODES"]:
         cfg = memory["mode_config"](args, mode)
+        validate_config(cfg)  # what main() checks before the first run
         assert cfg.features.memory == mode.partition("+")[0]
         assert bool(cfg.algorithm.backward_chunks) == mode.endswith("+chunks")
         assert cfg.encoder.length_buckets == (16 if mode.endswith("+chunks") else 8)
