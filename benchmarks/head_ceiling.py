@@ -35,15 +35,14 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.task_prior import map_head
-from metarec.checkpoint import CheckpointError, verify_checkpoint
 from metarec.config import compose
 from metarec.data.arsc import ARSC_LABEL_MAP, LABEL_NAMES, arsc_path, resolve_data_dir
 from metarec.data.readers import read_labeled_lines
 from metarec.episode import Episode
 from metarec.evaluation.stats import mean_ci95
 from metarec.evaluation.tables import markdown_table
-from metarec.training import build_algorithm, build_datamodule, build_encoder, build_family, build_features
-from metarec.validate import validate_config
+from metarec.training import (build_algorithm, build_datamodule, build_encoder, build_family, build_features,
+                              check_run)
 
 PULLS = (30.0, 1.0, 0.01)
 
@@ -95,13 +94,9 @@ def main() -> int:
         p.error(str(e))
     if cfg.algorithm.name != "multitask_prior":
         p.error(f"algorithm {cfg.algorithm.name!r}: the ceiling is of multitask_prior's test head (experiment=arsc/...)")
-    try:  # every option checked as `metarec test` checks it, before any work
-        validate_config(cfg, fitting=False)
-    except ValueError as e:
-        p.error(str(e))
-    try:  # before any work: checksum and identity, as `metarec test` checks them (metarec.checkpoint)
-        ckpt = verify_checkpoint(args.ckpt, cfg)
-    except CheckpointError as e:
+    try:  # before any work, what `metarec test` checks: every option, then the checkpoint's checksum and identity
+        ckpt = check_run(cfg, args.ckpt, fit=False)
+    except ValueError as e:  # ConfigError, CheckpointError
         p.error(str(e))
     t0 = time.perf_counter()
     family = build_family(cfg)

@@ -47,27 +47,32 @@ from metarec.validate import algorithm_class, validate_config
 log = get_logger(__name__)
 
 
-@contextmanager
-def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True) -> Iterator[None]:
-    """Everything checked before a run does any work, and ``run_dir`` held while it runs.
+def _trains(cfg: DictConfig, ckpt_path: Optional[str], fit: bool) -> bool:
+    """Whether this run fits weights: a fit, of an algorithm with meta-training, for at least one step."""
+    fitting = fit and ckpt_path is None
+    return fitting and getattr(algorithm_class(cfg), "trains", True) and int(cfg.trainer.max_steps) > 0
+
+
+def check_run(cfg: DictConfig, ckpt_path: Optional[str] = None, fit: bool = True) -> Optional[dict]:
+    """Everything a run checks before any work that does not need its ``run_dir``; the part of
+    :func:`open_run` before the lock, for tools that test a checkpoint without writing a run
+    (``benchmarks/head_ceiling.py``).
 
     In order: the config (:func:`metarec.validate.validate_config`); the checkpoint to test
     (``ckpt_path``) or resume from (``resume_from``): checksum and identity
-    (:mod:`metarec.checkpoint`), and for a resume, that steps are left below
-    ``trainer.max_steps``; then the lock on ``run_dir`` and, for a fit, that the directory holds
-    no other run (:func:`metarec.rundir.check_run_dir`). An OS error without a path (a full disk) is given
-    ``run_dir`` as its path.
+    (:mod:`metarec.checkpoint`), and for a resume, that steps are left below ``trainer.max_steps``.
+
+    Returns:
+        the checkpoint ``ckpt_path``, loaded and verified; ``None`` without one.
 
     Raises:
-        ConfigError, CheckpointError, RunDirError: one line each, before any work.
+        ConfigError, CheckpointError: one line each.
     """
     fitting = fit and ckpt_path is None
     validate_config(cfg, fitting=fitting)
-    trains = fitting and getattr(algorithm_class(cfg), "trains", True) and int(cfg.trainer.max_steps) > 0
     resume = cfg.get("resume_from")
-    if ckpt_path:
-        verify_checkpoint(ckpt_path, cfg)
-    if resume and trains:
+    ckpt = verify_checkpoint(ckpt_path, cfg) if ckpt_path else None
+    if resume and _trains(cfg, ckpt_path, fit):
         step = int(verify_checkpoint(resume, cfg).get("global_step", 0))
         if step >= int(cfg.trainer.max_steps):
             raise ConfigError(f"resume_from={resume} is at step {step} and trainer.max_steps={cfg.trainer.max_steps}: "
@@ -76,6 +81,24 @@ def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fi
         log.info("resuming from %s at step %d of %d", resume, step, cfg.trainer.max_steps)
     elif resume and fitting:
         log.warning("resume_from=%s is ignored: algorithm %s has no meta-training", resume, cfg.algorithm.name)
+    return ckpt
+
+
+@contextmanager
+def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fit: bool = True) -> Iterator[None]:
+    """Everything checked before a run does any work, and ``run_dir`` held while it runs.
+
+    In order: :func:`check_run` (the config, then the checkpoint to test or resume from); then the
+    lock on ``run_dir`` and, for a fit, that the directory holds no other run
+    (:func:`metarec.rundir.check_run_dir`). An OS error without a path (a full disk) is given
+    ``run_dir`` as its path.
+
+    Raises:
+        ConfigError, CheckpointError, RunDirError: one line each, before any work.
+    """
+    check_run(cfg, ckpt_path, fit)
+    trains = _trains(cfg, ckpt_path, fit)
+    resume = cfg.get("resume_from")
     if not is_rank_zero():  # DDP workers write into rank 0's directory
         yield
         return
