@@ -35,6 +35,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.task_prior import map_head
+from metarec.cli import parse_script_args
 from metarec.config import compose
 from metarec.data.arsc import ARSC_LABEL_MAP, LABEL_NAMES, arsc_path, resolve_data_dir
 from metarec.data.readers import read_labeled_lines
@@ -83,13 +84,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="%(prog)s CKPT -- [config overrides of its run]")
     p.add_argument("ckpt", help="a multitask_prior checkpoint (e.g. runs/<run>/checkpoints/last.ckpt)")
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    args = p.parse_args(argv[:cut])
-    if not Path(args.ckpt).is_file():
-        p.error(f"checkpoint {args.ckpt} does not exist")
+    args, overrides = parse_script_args(p, sys.argv[1:])
     try:
-        cfg = compose(argv[cut + 1:])
+        cfg = compose(overrides)
     except ValueError as e:
         p.error(str(e))
     if cfg.algorithm.name != "multitask_prior":

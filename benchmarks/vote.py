@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from metarec.cli import parse_script_args
 from metarec.config import compose
 from metarec.evaluation.ensemble import majority_vote
 from metarec.evaluation.stats import mean_ci95
@@ -26,15 +27,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 usage="%(prog)s CKPT CKPT [CKPT ...] -- [config overrides]")
     p.add_argument("ckpts", nargs="+", help="checkpoints of runs of one experiment (e.g. seeds)")
-    argv = sys.argv[1:]
-    cut = argv.index("--") if "--" in argv else len(argv)
-    args = p.parse_args(argv[:cut])
-    overrides = argv[cut + 1:]  # after --: the config overrides of the runs
-    missing = [c for c in args.ckpts if not Path(c).is_file()]
-    if missing:
-        p.error(f"checkpoint {missing[0]} does not exist")
-    if len(args.ckpts) < 2:
-        p.error("a vote needs at least two checkpoints")
+    args, overrides = parse_script_args(p, sys.argv[1:], too_few=(2, "a vote needs at least two checkpoints"))
     try:  # run_experiment checks options and checkpoint before any work: one line, as from `metarec test`
         cfg = compose(overrides)
         members = [run_experiment(cfg, ckpt_path=c, run_dir=Path(c).parent.parent / "test").episodes

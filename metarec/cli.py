@@ -25,6 +25,27 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def parse_script_args(parser: argparse.ArgumentParser, argv: Sequence[str],
+                      too_few: Optional[tuple[int, str]] = None) -> tuple[argparse.Namespace, list[str]]:
+    """Parses a benchmark script's ``ARGS -- OVERRIDES``: its own arguments before ``--``, the
+    config overrides of the runs after it (``benchmarks/vote.py``, ``soup.py``, ``head_ceiling.py``).
+
+    Every checkpoint the parser reads into ``ckpts`` (a list) or ``ckpt`` must be a file, and
+    ``too_few=(n, message)`` asks for at least ``n`` of them; otherwise ``parser.error`` (exit 2,
+    one line naming the file).
+    """
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    ckpts = list(getattr(args, "ckpts", None) or []) + ([args.ckpt] if getattr(args, "ckpt", None) else [])
+    missing = [c for c in ckpts if not Path(c).is_file()]
+    if missing:
+        parser.error(f"checkpoint {missing[0]} does not exist")
+    if too_few is not None and len(ckpts) < too_few[0]:
+        parser.error(too_few[1])
+    return args, argv[cut + 1:]
+
+
 def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
     from metarec.evaluation.tables import format_acc
 

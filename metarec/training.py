@@ -60,7 +60,8 @@ def check_run(cfg: DictConfig, ckpt_path: Optional[str] = None, fit: bool = True
 
     In order: the config (:func:`metarec.validate.validate_config`); the checkpoint to test
     (``ckpt_path``) or resume from (``resume_from``): checksum and identity
-    (:mod:`metarec.checkpoint`), and for a resume, that steps are left below ``trainer.max_steps``.
+    (:mod:`metarec.checkpoint`), and for a resume, that it holds a training state and steps are left
+    below ``trainer.max_steps``.
 
     Returns:
         the checkpoint ``ckpt_path``, loaded and verified; ``None`` without one.
@@ -73,7 +74,11 @@ def check_run(cfg: DictConfig, ckpt_path: Optional[str] = None, fit: bool = True
     resume = cfg.get("resume_from")
     ckpt = verify_checkpoint(ckpt_path, cfg) if ckpt_path else None
     if resume and _trains(cfg, ckpt_path, fit):
-        step = int(verify_checkpoint(resume, cfg).get("global_step", 0))
+        resumed = verify_checkpoint(resume, cfg)
+        if "optimizer_states" not in resumed:
+            raise ConfigError(f"resume_from={resume} holds weights only, no training state (a weight soup, "
+                              f"benchmarks/soup.py): a run cannot resume from it; test it with `metarec test {resume}`")
+        step = int(resumed.get("global_step", 0))
         if step >= int(cfg.trainer.max_steps):
             raise ConfigError(f"resume_from={resume} is at step {step} and trainer.max_steps={cfg.trainer.max_steps}: "
                               "nothing is left to train; raise trainer.max_steps, or test the checkpoint with "

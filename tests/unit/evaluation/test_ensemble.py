@@ -31,3 +31,37 @@ def test_a_tie_goes_to_the_first_members_label():
 def test_refuses_one_member_or_different_episodes(members, message):
     with pytest.raises(ValueError, match=message):
         majority_vote(members)
+
+
+# -- weight soup ------------------------------------------------------------------------------------
+import torch  # noqa: E402
+
+from metarec.evaluation.ensemble import TRAINING_STATE_KEYS, weight_soup  # noqa: E402
+
+
+def _ckpt(w, step=torch.tensor([3]), **extra):
+    return {"state_dict": {"head.weight": torch.tensor(w, dtype=torch.float32), "head.steps": step},
+            "global_step": 10, "metarec_identity": {"algorithm": "multitask_prior"},
+            "optimizer_states": [{"state": {}}], "lr_schedulers": [{}], "loops": {}, "callbacks": {},
+            "metarec_rng": {"torch": 1}, **extra}
+
+
+def test_soup_is_the_mean_of_float_weights_and_keeps_no_training_state():
+    soup = weight_soup([_ckpt([1.0, 2.0]), _ckpt([2.0, 4.0]), _ckpt([6.0, 0.0])], ["a", "b", "c"])
+    assert torch.equal(soup["state_dict"]["head.weight"], torch.tensor([3.0, 2.0]))
+    assert soup["state_dict"]["head.weight"].dtype == torch.float32
+    assert torch.equal(soup["state_dict"]["head.steps"], torch.tensor([3]))   # non-float: equal in all, kept
+    assert soup["metarec_soup"] == ["a", "b", "c"]
+    assert soup["global_step"] == 10 and soup["metarec_identity"] == {"algorithm": "multitask_prior"}
+    assert not set(TRAINING_STATE_KEYS) & set(soup)
+
+
+@pytest.mark.parametrize("members, message", [
+    ([_ckpt([1.0, 2.0])], "at least two checkpoints, got 1"),
+    ([_ckpt([1.0, 2.0]), {"state_dict": {"head.weight": torch.zeros(2)}}], "b has other weights than a: 'head.steps'"),
+    ([_ckpt([1.0, 2.0]), _ckpt([1.0, 2.0, 3.0])], r"b: weight 'head.weight' is torch.float32 \(3,\), a has torch.float32 \(2,\)"),
+    ([_ckpt([1.0, 2.0]), _ckpt([1.0, 2.0], step=torch.tensor([4]))], "b: weight 'head.steps' .* differs from a's"),
+])
+def test_soup_refuses_one_member_or_weights_that_do_not_match(members, message):
+    with pytest.raises(ValueError, match=message):
+        weight_soup(members, ["a", "b"][:len(members)])
