@@ -9,8 +9,9 @@ Writes OUT/checkpoints/soup.ckpt (weights only, with metarec's checksum and the 
 `metarec test OUT/checkpoints/soup.ckpt ...` tests it again) and runs `metarec test` on it (its
 table; its run in OUT/test unless the overrides set run_dir). A uniform soup
 (metarec.evaluation.ensemble.weight_soup) costs the N trainings of its members and one model's
-test. It is written once: an existing OUT/checkpoints/soup.ckpt is refused. The members must be runs of one
-configuration (seeds): each is verified (checksum, identity) against the config given after --.
+test. It is written once: an existing OUT/checkpoints/soup.ckpt is refused. The members must be
+runs of one configuration (seeds): each is verified (checksum, identity) against the config
+given after --, and the options are checked, before anything is written.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Ensembles of models: a hard vote over their test records, and a weight soup.
 
-:func:`majority_vote` combines tested models. A test record (:meth:`metarec.algorithms.base.MetaLearner.test_record`) keeps each query's true
-and predicted label, not its probabilities, so the ensemble here is a hard majority vote: the
-label most members predicted for a query. With an odd number of members over two classes (ARSC)
+:func:`majority_vote` combines tested models. A test record
+(:meth:`metarec.algorithms.base.MetaLearner.test_record`) keeps each query's true and predicted
+label, not its probabilities, so that ensemble is a hard majority vote: the label most members
+predicted for a query. With an odd number of members over two classes (ARSC)
 there is never a tie; otherwise a tie goes to the label the lowest-numbered member predicted.
 
 :func:`weight_soup` combines trained models before testing: the element-wise mean of their

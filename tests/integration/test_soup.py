@@ -52,5 +52,6 @@ def test_soup_refuses_an_existing_soup_a_bad_option_and_resuming(two_runs, tmp_p
     assert _soup(["--out", str(tmp_path / "s"), *two_runs, "--", *TINY], monkeypatch) == 2
     assert "soup.ckpt exists" in capsys.readouterr().err
     soup = tmp_path / "s" / "checkpoints" / "soup.ckpt"
-    code, err = run_cli(["fit", *TINY, "trainer.max_steps=4", f"run_dir={tmp_path / 'r'}", f"resume_from={soup}"], capsys)
+    code, err = run_cli(["fit", *TINY, "trainer.max_steps=4", f"run_dir={tmp_path / 'r'}", f"resume_from={soup}"],
+                        capsys)
     assert_one_line_error(code, err, f"resume_from={soup} holds weights only, no training state")

@@ -59,7 +59,8 @@ def test_soup_is_the_mean_of_float_weights_and_keeps_no_training_state():
 @pytest.mark.parametrize("members, message", [
     ([_ckpt([1.0, 2.0])], "at least two checkpoints, got 1"),
     ([_ckpt([1.0, 2.0]), {"state_dict": {"head.weight": torch.zeros(2)}}], "b has other weights than a: 'head.steps'"),
-    ([_ckpt([1.0, 2.0]), _ckpt([1.0, 2.0, 3.0])], r"b: weight 'head.weight' is torch.float32 \(3,\), a has torch.float32 \(2,\)"),
+    ([_ckpt([1.0, 2.0]), _ckpt([1.0, 2.0, 3.0])],
+     r"b: weight 'head.weight' is torch.float32 \(3,\), a has torch.float32 \(2,\)"),
     ([_ckpt([1.0, 2.0]), _ckpt([1.0, 2.0], step=torch.tensor([4]))], "b: weight 'head.steps' .* differs from a's"),
 ])
 def test_soup_refuses_one_member_or_weights_that_do_not_match(members, message):
