@@ -1,6 +1,7 @@
 import pytest
+import torch
 
-from metarec.evaluation.ensemble import majority_vote
+from metarec.evaluation.ensemble import TRAINING_STATE_KEYS, majority_vote, weight_soup
 
 
 def _rec(pred, y=(0, 0, 1, 1), fp="e0", task="baby.t5"):
@@ -34,11 +35,6 @@ def test_refuses_one_member_or_different_episodes(members, message):
 
 
 # -- weight soup ------------------------------------------------------------------------------------
-import torch  # noqa: E402
-
-from metarec.evaluation.ensemble import TRAINING_STATE_KEYS, weight_soup  # noqa: E402
-
-
 def _ckpt(w, step=torch.tensor([3]), **extra):
     return {"state_dict": {"head.weight": torch.tensor(w, dtype=torch.float32), "head.steps": step},
             "global_step": 10, "metarec_identity": {"algorithm": "multitask_prior"},
