@@ -22,6 +22,18 @@ fi
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 log "setting up $venv (first use; a few minutes)"
+# A finished .venv takes about 6.7 GB (PyPI's Linux torch is a CUDA build). Say so up front, with the
+# numbers, instead of letting pip fail half-way with "[Errno 28] No space left on device".
+need_gb="${METAREC_MIN_FREE_GB:-8}"
+if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+  probe="$venv"; while [[ ! -d "$probe" ]]; do probe="$(dirname "$probe")"; done
+  free_kb="$(df -Pk "$probe" | awk 'NR==2 {print $4}')"
+  if [[ -n "$free_kb" ]] && (( free_kb < need_gb * 1024 * 1024 )); then
+    log "not enough disk for $venv: $((free_kb / 1024 / 1024)) GB free on the filesystem of $probe, about $need_gb GB needed"
+    log "free some space, or set METAREC_VENV to a directory on a larger disk (METAREC_MIN_FREE_GB=$need_gb sets the check)"
+    exit 1
+  fi
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
   "$py" -m venv "$venv"
 fi
