@@ -22,10 +22,13 @@ fi
 
 log() { printf '[bootstrap] %s\n' "$*" >&2; }
 log "setting up $venv (first use; a few minutes)"
+# Whether the torch pair must be installed is decided once, here, for the disk check and the install below.
+need_torch=0
+"$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1 || need_torch=1
 # A finished .venv takes about 6.7 GB (PyPI's Linux torch is a CUDA build). Say so up front, with the
 # numbers, instead of letting pip fail half-way with "[Errno 28] No space left on device".
 need_gb="${METAREC_MIN_FREE_GB:-8}"
-if ! "$venv/bin/python" -c "import torch" >/dev/null 2>&1; then
+if (( need_torch )); then
   probe="$venv"; while [[ ! -d "$probe" ]]; do probe="$(dirname "$probe")"; done
   free_kb="$(df -Pk "$probe" | awk 'NR==2 {print $4}')"
   if [[ -n "$free_kb" ]] && (( free_kb < need_gb * 1024 * 1024 )); then
@@ -53,7 +56,7 @@ pipq() {
 pipq install --upgrade pip setuptools wheel
 
 TORCH_SPEC="${METAREC_TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
-if ! "$venv/bin/python" -c "import torch, torchvision" >/dev/null 2>&1; then
+if (( need_torch )); then
   log "installing $TORCH_SPEC"
   # shellcheck disable=SC2086
   pipq install $TORCH_SPEC
