@@ -109,7 +109,7 @@ def main() -> int:
     model.bind_family(family)
     try:
         model.on_load_checkpoint(ckpt)  # refuses a checkpoint without every trainable weight
-    except RuntimeError as e:
+    except ValueError as e:  # CheckpointError
         p.error(str(e))
     model.load_state_dict(ckpt["state_dict"], strict=False)
     model.eval()

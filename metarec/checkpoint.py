@@ -4,13 +4,14 @@ Every checkpoint metarec writes goes through :class:`VerifiedCheckpointIO`, Ligh
 ``CheckpointIO`` extension point (a :class:`~lightning.fabric.plugins.io.torch_io.TorchCheckpointIO`
 subclass). On save it records
 
-* ``metarec_identity``: algorithm, encoder, ``n_way`` and family of the run (:func:`run_identity`);
+* ``metarec_identity``: algorithm, encoder, its trainable layers, ``n_way`` and family of the run
+  (:func:`run_identity`);
 * ``metarec_sha256``: a SHA-256 over the checkpoint's *content* (every tensor's dtype, shape and
   bytes, every key and plain value; :func:`content_digest`),
 
 and writes the file atomically (temporary name, fsync, rename). On load the digest is recomputed
 and the identity compared with the run's, so a file with flipped bytes or one written by another
-algorithm, encoder, ``n_way`` or family is refused with a :class:`CheckpointError` that names the
+algorithm, encoder, trainable layers, ``n_way`` or family is refused with a :class:`CheckpointError` that names the
 file and the mismatch — by ``metarec test``, by ``resume_from`` and by Lightning's own loads.
 
 Why a content digest and not a hash of the file bytes: the digest travels inside the file (a
@@ -40,7 +41,7 @@ log = get_logger(__name__)
 IDENTITY_KEY = "metarec_identity"
 DIGEST_KEY = "metarec_sha256"
 #: Identity fields compared on load, in message order.
-IDENTITY_FIELDS = ("algorithm", "encoder", "n_way", "family")
+IDENTITY_FIELDS = ("algorithm", "encoder", "trainable", "n_way", "family")
 
 
 class CheckpointError(ValueError):
@@ -51,13 +52,18 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """What a checkpoint must match to be used by the run of ``cfg``.
 
     The encoder is its config name plus, for encoders loaded from a path (``encoder=hf``),
-    that path: two ``hf`` encoders from different files are different encoders.
+    that path: two ``hf`` encoders from different files are different encoders. ``trainable`` is
+    its freeze policy, with the layer count under ``top_k`` (``"top_k=4"``): a checkpoint of two
+    trained layers tested with four would otherwise fail later on missing weights, and one of four
+    tested with two would cache states the checkpoint trained.
     """
     enc = str(cfg.encoder.name)
     if cfg.encoder.get("path"):
         enc = f"{enc}:{cfg.encoder.path}"
-    return {"algorithm": str(cfg.algorithm.name), "encoder": enc, "n_way": int(cfg.episodes.n_way),
-            "family": str(cfg.family.name)}
+    freeze = str(cfg.encoder.get("freeze", "frozen"))
+    trainable = f"top_k={int(cfg.encoder.top_k)}" if freeze == "top_k" else freeze
+    return {"algorithm": str(cfg.algorithm.name), "encoder": enc, "trainable": trainable,
+            "n_way": int(cfg.episodes.n_way), "family": str(cfg.family.name)}
 
 
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
@@ -168,7 +174,9 @@ def read_checkpoint(path: Any, map_location: Optional[Any] = "cpu", weights_only
 
 
 def check_identity(path: Any, checkpoint: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
-    """Refuses a checkpoint written by a run of another algorithm, encoder, ``n_way`` or family.
+    """Refuses a checkpoint written by a run of another algorithm, encoder, trainable layers,
+    ``n_way`` or family. A field the checkpoint does not record (``trainable`` before it was added)
+    is not compared: loading then checks that every trainable weight is there.
 
     Raises:
         CheckpointError: naming the file and every mismatching field.
@@ -183,7 +191,7 @@ def check_identity(path: Any, checkpoint: Mapping[str, Any], expected: Mapping[s
                                   f"this run is algorithm={expected['algorithm']} ({cls})")
         return
     diffs = [f"{k}={recorded.get(k)!r} (this run: {expected[k]!r})"
-             for k in IDENTITY_FIELDS if k in expected and recorded.get(k) != expected[k]]
+             for k in IDENTITY_FIELDS if k in expected and k in recorded and recorded[k] != expected[k]]
     if diffs:
         raise CheckpointError(f"checkpoint {path} belongs to another kind of run: {'; '.join(diffs)}")
 

@@ -27,7 +27,7 @@ from metarec.log import get_logger
 from metarec.models.encoder import TextEncoder
 from metarec.models.features import FeatureStore
 from metarec.registry import ALGORITHMS, RUNNERS, method_kind
-from metarec.checkpoint import verify_checkpoint
+from metarec.checkpoint import CheckpointError, verify_checkpoint
 from metarec.config import ConfigError
 from metarec.rundir import RunDirLock, check_run_dir, is_rank_zero
 from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importable from here)
@@ -227,4 +227,11 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None, ckpt_path: O
     # Before any work: config validated, checkpoints verified, run_dir locked and checked.
     with open_run(cfg, run_dir, ckpt_path=ckpt_path, fit=fit):
         L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit, **extra)
+        try:
+            return runner(cfg, run_dir, ckpt_path=ckpt_path, fit=fit, **extra)
+        except CheckpointError as e:
+            # Raised where the file's name is not known (the algorithm's on_load_checkpoint): name it.
+            loaded = ckpt_path or cfg.get("resume_from")
+            if loaded and str(loaded) not in str(e):
+                raise CheckpointError(f"{loaded}: {e}") from e
+            raise

@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
+from metarec.checkpoint import CheckpointError
 from metarec.episode import Episode, Inputs
 from metarec.evaluation.stats import mean_ci95
 from metarec.learner import EpisodeLearner, lr_factor
@@ -195,10 +196,14 @@ class MetaLearner(EpisodeLearner):
             name, keys, pos, has_gauss, cached = rng["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         # strict_loading is off only for the omitted frozen weights: trainable ones must be there.
-        trainable = {n for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
-        missing = sorted(trainable - set(checkpoint["state_dict"]))
+        trainable = {n: p for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
+        missing = sorted(set(trainable) - set(checkpoint["state_dict"]))
         if missing:
-            raise RuntimeError(
-                f"checkpoint lacks {len(missing)} trainable parameters of {type(self).__name__} "
-                f"(e.g. {missing[:3]}): was it written by another algorithm or freeze policy?"
+            enc = self.encoder
+            this = f"encoder.freeze={enc.freeze.value}" + (f" encoder.top_k={enc.top_k}" if enc.top_k else "")
+            n = len({id(trainable[name]) for name in missing})  # a tensor shared under two names counts once
+            raise CheckpointError(
+                f"checkpoint lacks {n} trainable parameters of {type(self).__name__} "
+                f"(e.g. {missing[:3]}): it was written by another algorithm or with fewer trainable encoder "
+                f"layers than this run's {this}; pass the options it was trained with"
             )

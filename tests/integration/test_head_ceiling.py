@@ -68,7 +68,7 @@ def test_refuses_a_missing_damaged_or_foreign_checkpoint_another_algorithm_or_pr
     assert f"checkpoint {ckpt} belongs to another kind of run: n_way=2 (this run: 3)" in capsys.readouterr().err
     assert _ceiling([str(ckpt), "--", *overrides, "encoder.top_k=2"], monkeypatch) == 2
     err = capsys.readouterr().err
-    assert "checkpoint lacks" in err and "Traceback" not in err
+    assert "trainable='top_k=1' (this run: 'top_k=2')" in err and "Traceback" not in err
     other = [o for o in overrides if not o.startswith("family.dev_split=")]
     assert _ceiling([str(ckpt), "--", *other, "family.holdout_domains=[beauty,camera_photo]"], monkeypatch) == 2
     assert "runs the 'fallback' protocol; the whole-file heads need the development protocol" in capsys.readouterr().err

@@ -202,6 +202,8 @@ MISMATCHES = [
     (["episodes.n_way=3"], "n_way=2 (this run: 3)"),
     (["encoder=minilm"], "encoder='tiny_bert' (this run: 'minilm')"),
     (["family=synthetic_category"], "family='synthetic_sentiment' (this run: 'synthetic_category')"),
+    (["encoder.top_k=2"], "trainable='top_k=1' (this run: 'top_k=2')"),
+    (["encoder.freeze=full"], "trainable='top_k=1' (this run: 'full')"),
 ]
 
 
@@ -232,9 +234,26 @@ def test_checkpoint_records_identity_and_checksum(trained):
     from metarec.checkpoint import DIGEST_KEY, IDENTITY_KEY, content_digest
 
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt[IDENTITY_KEY] == {"algorithm": "protonet", "encoder": "tiny_bert", "n_way": 2,
-                                  "family": "synthetic_sentiment"}
+    assert ckpt[IDENTITY_KEY] == {"algorithm": "protonet", "encoder": "tiny_bert", "trainable": "top_k=1",
+                                  "n_way": 2, "family": "synthetic_sentiment"}
     assert ckpt[DIGEST_KEY] == content_digest(ckpt)
+
+
+def test_an_older_checkpoint_without_its_trainable_layers_names_the_missing_weights(trained, capsys, tmp_path):
+    # Checkpoints written before the identity recorded the trainable layers load as before, and
+    # one tested with more trainable layers than it trained is refused in one line naming the file.
+    from metarec.checkpoint import DIGEST_KEY, IDENTITY_KEY, content_digest
+
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    del ckpt[IDENTITY_KEY]["trainable"]
+    ckpt[DIGEST_KEY] = content_digest(ckpt)
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    assert main(["test", str(old), *TINY, f"run_dir={tmp_path / 'same'}"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / 'more'}", "encoder.top_k=2"], capsys)
+    assert_one_line_error(code, err, f"{old}: checkpoint lacks 16 trainable parameters of ProtoNet")
+    assert "this run's encoder.freeze=top_k encoder.top_k=2; pass the options it was trained with" in err
 
 
 # -- 3. run directories: one run each, locked, metrics kept across a resume -----------------------
