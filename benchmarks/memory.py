@@ -23,7 +23,7 @@ same work: the build itself writes chunk by chunk and never holds the cache in m
     python benchmarks/memory.py                                 # ARSC development protocol, 60 steps, 3 modes
     python benchmarks/memory.py --steps 30 --repeats 2          # alternate the modes twice
     python benchmarks/memory.py --modes ram,mmap                # without chunked backward
-    python benchmarks/memory.py --modes ram,mmap+chunks --chunk-buckets 8   # today's step vs the low-memory one
+    python benchmarks/memory.py --modes ram,mmap+chunks --chunk-buckets 8   # the one-backward step vs 8 chunks
     python benchmarks/memory.py experiment=quickstart/protonet encoder.freeze=top_k  # any config
 """
 

@@ -3,6 +3,7 @@
 import argparse
 import runpy
 
+from metarec.config import compose
 from metarec.validate import validate_config
 from tests.integration.scripts import BENCHMARKS, run_benchmark
 
@@ -19,10 +20,12 @@ def test_memory_refuses_a_chunked_mode_for_an_algorithm_without_it(monkeypatch, 
 
 def test_every_mode_of_the_recipe_passes_the_check():
     memory = runpy.run_path(str(BENCHMARKS / "memory.py"))
-    args = argparse.Namespace(overrides=memory["RECIPE"], steps=3, seed=0, chunk_buckets=16)
+    args = argparse.Namespace(overrides=memory["RECIPE"], steps=3, seed=0, chunk_buckets=8)
+    recipe_buckets = compose(memory["RECIPE"]).encoder.length_buckets
+    assert recipe_buckets != args.chunk_buckets  # so that the check below can tell them apart
     for mode in memory["MODES"]:
         cfg = memory["mode_config"](args, mode)
         validate_config(cfg)  # what main() checks before the first run
         assert cfg.features.memory == mode.partition("+")[0]
         assert bool(cfg.algorithm.backward_chunks) == mode.endswith("+chunks")
-        assert cfg.encoder.length_buckets == (16 if mode.endswith("+chunks") else 8)
+        assert cfg.encoder.length_buckets == (8 if mode.endswith("+chunks") else recipe_buckets)
