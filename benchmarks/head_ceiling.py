@@ -108,7 +108,7 @@ def main() -> int:
     assert isinstance(model, MultiTaskPrior)
     model.bind_family(family)
     try:
-        model.on_load_checkpoint(ckpt)  # refuses a checkpoint without every trainable weight
+        model.on_load_checkpoint(ckpt)  # refuses a checkpoint of other trainable layers
     except ValueError as e:  # CheckpointError
         p.error(str(e))
     model.load_state_dict(ckpt["state_dict"], strict=False)

@@ -11,8 +11,9 @@ subclass). On save it records
 
 and writes the file atomically (temporary name, fsync, rename). On load the digest is recomputed
 and the identity compared with the run's, so a file with flipped bytes or one written by another
-algorithm, encoder, trainable layers, ``n_way`` or family is refused with a :class:`CheckpointError` that names the
-file and the mismatch — by ``metarec test``, by ``resume_from`` and by Lightning's own loads.
+algorithm, encoder, trainable layers, ``n_way`` or family is refused with a
+:class:`CheckpointError` that names the file and the mismatch — by ``metarec test``, by
+``resume_from`` and by Lightning's own loads.
 
 Why a content digest and not a hash of the file bytes: the digest travels inside the file (a
 copied ``.ckpt`` stays verifiable, no side file to lose) and does not depend on how a torch
@@ -55,7 +56,8 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     that path: two ``hf`` encoders from different files are different encoders. ``trainable`` is
     its freeze policy, with the layer count under ``top_k`` (``"top_k=4"``): a checkpoint of two
     trained layers tested with four would otherwise fail later on missing weights, and one of four
-    tested with two would cache states the checkpoint trained.
+    tested with two would cache the lower four layers' states from pretrained weights, two of which
+    it trained.
     """
     enc = str(cfg.encoder.name)
     if cfg.encoder.get("path"):

@@ -195,15 +195,24 @@ class MetaLearner(EpisodeLearner):
             random.setstate(rng["python"])
             name, keys, pos, has_gauss, cached = rng["numpy"]
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-        # strict_loading is off only for the omitted frozen weights: trainable ones must be there.
-        trainable = {n: p for n, p in self.named_parameters(remove_duplicate=False) if p.requires_grad}
-        missing = sorted(set(trainable) - set(checkpoint["state_dict"]))
-        if missing:
+        # strict_loading is off only for the omitted frozen weights: trainable ones must be there, and
+        # no trained one may land on a weight this run freezes (its cached states come from the
+        # pretrained weights). Checkpoints that record their trainable layers are refused before
+        # (metarec.checkpoint); these checks cover the older ones.
+        params = dict(self.named_parameters(remove_duplicate=False))
+        saved = set(checkpoint["state_dict"])
+        missing = sorted(n for n, p in params.items() if p.requires_grad and n not in saved)
+        omits_frozen = "frozen_params_omitted" in (checkpoint.get("metarec") or {})  # a writer that kept them says nothing
+        frozen = sorted(n for n, p in params.items() if not p.requires_grad and n in saved) if omits_frozen else []
+        if missing or frozen:
             enc = self.encoder
             this = f"encoder.freeze={enc.freeze.value}" + (f" encoder.top_k={enc.top_k}" if enc.top_k else "")
-            n = len({id(trainable[name]) for name in missing})  # a tensor shared under two names counts once
-            raise CheckpointError(
-                f"checkpoint lacks {n} trainable parameters of {type(self).__name__} "
-                f"(e.g. {missing[:3]}): it was written by another algorithm or with fewer trainable encoder "
-                f"layers than this run's {this}; pass the options it was trained with"
-            )
+            names = missing or frozen
+            n = len({id(params[name]) for name in names})  # a tensor shared under two names counts once
+            if missing:
+                what = (f"lacks {n} parameters of {type(self).__name__} that this run trains (e.g. {names[:3]}): it "
+                        f"was written by another algorithm or with fewer trainable encoder layers")
+            else:
+                what = (f"holds trained weights of {n} parameters of {type(self).__name__} that this run freezes "
+                        f"(e.g. {names[:3]}): it was written with more trainable encoder layers")
+            raise CheckpointError(f"checkpoint {what} than this run's {this}; pass the options it was trained with")

@@ -239,9 +239,9 @@ def test_checkpoint_records_identity_and_checksum(trained):
     assert ckpt[DIGEST_KEY] == content_digest(ckpt)
 
 
-def test_an_older_checkpoint_without_its_trainable_layers_names_the_missing_weights(trained, capsys, tmp_path):
+def test_an_older_checkpoint_tested_with_other_trainable_layers_is_refused(trained, capsys, tmp_path):
     # Checkpoints written before the identity recorded the trainable layers load as before, and
-    # one tested with more trainable layers than it trained is refused in one line naming the file.
+    # one tested with more (or fewer) trainable layers than it trained is refused in one line naming the file.
     from metarec.checkpoint import DIGEST_KEY, IDENTITY_KEY, content_digest
 
     ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
@@ -252,8 +252,13 @@ def test_an_older_checkpoint_without_its_trainable_layers_names_the_missing_weig
     assert main(["test", str(old), *TINY, f"run_dir={tmp_path / 'same'}"]) == 0
     assert "test accuracy" in capsys.readouterr().out
     code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / 'more'}", "encoder.top_k=2"], capsys)
-    assert_one_line_error(code, err, f"{old}: checkpoint lacks 16 trainable parameters of ProtoNet")
-    assert "this run's encoder.freeze=top_k encoder.top_k=2; pass the options it was trained with" in err
+    assert_one_line_error(code, err, f"{old}: checkpoint lacks 16 parameters of ProtoNet that this run trains")
+    assert "fewer trainable encoder layers than this run's encoder.freeze=top_k encoder.top_k=2; pass the options" in err
+    # ... and one tested with fewer: its trained top layer would be frozen under a pretrained state cache
+    code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / 'fewer'}", "encoder.freeze=frozen"], capsys)
+    assert_one_line_error(code, err, f"{old}: checkpoint holds trained weights of 16 parameters of ProtoNet that "
+                                     "this run freezes")
+    assert "more trainable encoder layers than this run's encoder.freeze=frozen; pass the options" in err
 
 
 # -- 3. run directories: one run each, locked, metrics kept across a resume -----------------------
