@@ -24,6 +24,7 @@ that change a value change the digest; bytes that break the archive fail ``torch
 from __future__ import annotations
 
 import hashlib
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -62,10 +63,40 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     enc = str(cfg.encoder.name)
     if cfg.encoder.get("path"):
         enc = f"{enc}:{cfg.encoder.path}"
-    freeze = str(cfg.encoder.get("freeze", "frozen"))
-    trainable = f"top_k={int(cfg.encoder.top_k)}" if freeze == "top_k" else freeze
+    trainable = trainable_layers(str(cfg.encoder.get("freeze", "frozen")), int(cfg.encoder.get("top_k", 0)))
     return {"algorithm": str(cfg.algorithm.name), "encoder": enc, "trainable": trainable,
             "n_way": int(cfg.episodes.n_way), "family": str(cfg.family.name)}
+
+
+def trainable_layers(freeze: str, top_k: int) -> str:
+    """The identity's ``trainable`` field for a freeze policy: ``"top_k=4"``, ``"frozen"`` or ``"full"``."""
+    return f"top_k={int(top_k)}" if freeze == "top_k" else str(freeze)
+
+
+#: A trainable encoder layer's weights in a MetaLearner's state_dict (``TextEncoder.layers``, the
+#: whole block list, so the index is the layer's depth).
+_LAYER_KEY = re.compile(r"^encoder\.layers\.(\d+)\.")
+
+
+def recorded_trainable(checkpoint: Mapping[str, Any]) -> Optional[str]:
+    """The trainable layers a checkpoint was written with, or ``None`` when it cannot tell.
+
+    Checkpoints record them in their identity; older ones are read from what metarec kept: the
+    freeze policy (``checkpoint["metarec"]["freeze"]``) and, under ``top_k``, the encoder layers
+    whose weights were saved — a writer that omits frozen weights (``frozen_params_omitted``)
+    saves exactly the top ``k`` blocks, so ``k`` is their depth span.
+    """
+    identity = checkpoint.get(IDENTITY_KEY) or {}
+    if "trainable" in identity:
+        return str(identity["trainable"])
+    meta = checkpoint.get("metarec") or {}
+    freeze = meta.get("freeze")
+    if freeze in ("frozen", "full"):
+        return str(freeze)
+    if freeze != "top_k" or "frozen_params_omitted" not in meta:
+        return None
+    depths = {int(m.group(1)) for key in checkpoint.get("state_dict", {}) if (m := _LAYER_KEY.match(key))}
+    return trainable_layers("top_k", max(depths) - min(depths) + 1) if depths else None
 
 
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
@@ -177,8 +208,9 @@ def read_checkpoint(path: Any, map_location: Optional[Any] = "cpu", weights_only
 
 def check_identity(path: Any, checkpoint: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
     """Refuses a checkpoint written by a run of another algorithm, encoder, trainable layers,
-    ``n_way`` or family. A field the checkpoint does not record (``trainable`` before it was added)
-    is not compared: loading then checks that every trainable weight is there.
+    ``n_way`` or family — before the run builds anything. A checkpoint that does not record its
+    trainable layers (written before that field) is compared on the layers read from its content
+    (:func:`recorded_trainable`); one whose layers cannot be read is checked when its weights load.
 
     Raises:
         CheckpointError: naming the file and every mismatching field.
@@ -191,7 +223,9 @@ def check_identity(path: Any, checkpoint: Mapping[str, Any], expected: Mapping[s
         if old.get("algorithm") and cls and old["algorithm"] != cls:
             raise CheckpointError(f"checkpoint {path} was written by algorithm class {old['algorithm']}, "
                                   f"this run is algorithm={expected['algorithm']} ({cls})")
-        return
+    recorded = dict(recorded or {})
+    if "trainable" not in recorded and (trainable := recorded_trainable(checkpoint)) is not None:
+        recorded["trainable"] = trainable
     diffs = [f"{k}={recorded.get(k)!r} (this run: {expected[k]!r})"
              for k in IDENTITY_FIELDS if k in expected and k in recorded and recorded[k] != expected[k]]
     if diffs:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import warnings
 import os
+import signal
 import sys
+import threading
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -173,6 +176,37 @@ def cmd_arsc_dev_split(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread: ``finally`` blocks run as for any error.
+
+    Python's default SIGTERM ends the process where it stands; ``timeout``, ``kill`` and job
+    schedulers send it, and a cache build stopped that way left gigabytes of temporary files.
+    A ``BaseException``, so that no ``except Exception`` on the way swallows it.
+    """
+
+
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (the previous handler is restored after).
+
+    Lightning's own SIGTERM handler (registered during ``Trainer.fit``) calls this one after
+    noting the signal, so a fit unwinds the same way. Outside the main thread it does nothing
+    (Python delivers signals to the main thread only).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="metarec", description="Meta-learning benchmarks on e-commerce tasks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,7 +268,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from metarec.registry import UnknownNameError
 
     try:
-        return int(args.fn(args))
+        with sigterm_unwinds():
+            return int(args.fn(args))
+    except Terminated:
+        # Unwound: a half-built cache, a checkpoint being written or a run directory's lock is
+        # removed or released; finished checkpoints, caches and metrics stay.
+        print("metarec: stopped by SIGTERM; unfinished files were removed", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
     except (DataError, UnknownNameError, FileNotFoundError, ValueError) as e:
         # Bad input: one clear line, no traceback from deep inside a library.
         print(f"metarec: error: {e}", file=sys.stderr)

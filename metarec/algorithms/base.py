@@ -20,7 +20,7 @@ from torch import Tensor
 from torchmetrics.aggregation import CatMetric
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 
-from metarec.checkpoint import CheckpointError
+from metarec.checkpoint import CheckpointError, trainable_layers
 from metarec.episode import Episode, Inputs
 from metarec.evaluation.stats import mean_ci95
 from metarec.learner import EpisodeLearner, lr_factor
@@ -169,8 +169,12 @@ class MetaLearner(EpisodeLearner):
         return groups
 
     # -- checkpoints --------------------------------------------------------------------------
+    def _frozen_names(self) -> set[str]:
+        """Names of the parameters this run does not train (every alias of a shared tensor)."""
+        return {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        frozen = {n for n, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        frozen = self._frozen_names()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
         checkpoint["metarec"] = {
             "algorithm": type(self).__name__,
@@ -197,16 +201,17 @@ class MetaLearner(EpisodeLearner):
             np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
         # strict_loading is off only for the omitted frozen weights: trainable ones must be there, and
         # no trained one may land on a weight this run freezes (its cached states come from the
-        # pretrained weights). Checkpoints that record their trainable layers are refused before
-        # (metarec.checkpoint); these checks cover the older ones.
+        # pretrained weights). A mismatch is refused before any work wherever the checkpoint's trainable
+        # layers can be told (metarec.checkpoint.recorded_trainable); this is the last guard for the rest.
         params = dict(self.named_parameters(remove_duplicate=False))
         saved = set(checkpoint["state_dict"])
-        missing = sorted(n for n, p in params.items() if p.requires_grad and n not in saved)
+        frozen_names = self._frozen_names()
+        missing = sorted(n for n in params if n not in frozen_names and n not in saved)
         omits_frozen = "frozen_params_omitted" in (checkpoint.get("metarec") or {})  # a writer that kept them says nothing
-        frozen = sorted(n for n, p in params.items() if not p.requires_grad and n in saved) if omits_frozen else []
+        frozen = sorted(frozen_names & saved) if omits_frozen else []
         if missing or frozen:
             enc = self.encoder
-            this = f"encoder.freeze={enc.freeze.value}" + (f" encoder.top_k={enc.top_k}" if enc.top_k else "")
+            this = trainable_layers(enc.freeze.value, enc.top_k)
             names = missing or frozen
             n = len({id(params[name]) for name in names})  # a tensor shared under two names counts once
             if missing:
@@ -215,4 +220,5 @@ class MetaLearner(EpisodeLearner):
             else:
                 what = (f"holds trained weights of {n} parameters of {type(self).__name__} that this run freezes "
                         f"(e.g. {names[:3]}): it was written with more trainable encoder layers")
-            raise CheckpointError(f"checkpoint {what} than this run's {this}; pass the options it was trained with")
+            raise CheckpointError(f"checkpoint {what} than this run (trainable={this!r}); pass the encoder.freeze "
+                                  f"and encoder.top_k it was trained with")

@@ -239,26 +239,60 @@ def test_checkpoint_records_identity_and_checksum(trained):
     assert ckpt[DIGEST_KEY] == content_digest(ckpt)
 
 
-def test_an_older_checkpoint_tested_with_other_trainable_layers_is_refused(trained, capsys, tmp_path):
-    # Checkpoints written before the identity recorded the trainable layers load as before, and
-    # one tested with more (or fewer) trainable layers than it trained is refused in one line naming the file.
+def _older(ckpt_path, out, drop_freeze: bool = False):
+    """``ckpt_path`` as metarec wrote it before the identity recorded the trainable layers (and,
+    with ``drop_freeze``, before ``checkpoint["metarec"]`` recorded the freeze policy), re-checksummed."""
     from metarec.checkpoint import DIGEST_KEY, IDENTITY_KEY, content_digest
 
-    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(ckpt_path, weights_only=True)
     del ckpt[IDENTITY_KEY]["trainable"]
+    if drop_freeze:
+        del ckpt["metarec"]["freeze"]
     ckpt[DIGEST_KEY] = content_digest(ckpt)
-    old = tmp_path / "old.ckpt"
-    torch.save(ckpt, old)
+    torch.save(ckpt, out)
+    return out
+
+
+def test_an_older_checkpoint_tested_with_other_trainable_layers_is_refused_before_any_work(trained, capsys, tmp_path,
+                                                                                         monkeypatch):
+    # Checkpoints written before the identity recorded the trainable layers load as before; their
+    # layers are read from the freeze policy and the encoder layers they saved, so one tested with
+    # other trainable layers is refused by the identity check, before the run builds anything.
+    from metarec.checkpoint import recorded_trainable
+
+    old = _older(trained / "checkpoints" / "last.ckpt", tmp_path / "old.ckpt")
+    assert recorded_trainable(torch.load(old, weights_only=True)) == "top_k=1"
+    assert main(["test", str(old), *TINY, f"run_dir={tmp_path / 'same'}"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run started building its state cache before refusing the checkpoint")
+
+    monkeypatch.setattr("metarec.training.build_features", no_work)
+    for i, (overrides, message) in enumerate([(["encoder.top_k=2"], "trainable='top_k=1' (this run: 'top_k=2')"),
+                                              (["encoder.freeze=frozen"], "trainable='top_k=1' (this run: 'frozen')")]):
+        code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / f'other{i}'}", *overrides], capsys)
+        assert_one_line_error(code, err, f"checkpoint {old} belongs to another kind of run")
+        assert message in err
+
+
+def test_a_checkpoint_whose_layers_cannot_be_told_is_refused_when_its_weights_load(trained, capsys, tmp_path):
+    # Without a recorded freeze policy the trainable layers cannot be read before loading: the
+    # weights themselves are the last guard, in both directions, in one line naming the file.
+    from metarec.checkpoint import recorded_trainable
+
+    old = _older(trained / "checkpoints" / "last.ckpt", tmp_path / "older.ckpt", drop_freeze=True)
+    assert recorded_trainable(torch.load(old, weights_only=True)) is None
     assert main(["test", str(old), *TINY, f"run_dir={tmp_path / 'same'}"]) == 0
     assert "test accuracy" in capsys.readouterr().out
     code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / 'more'}", "encoder.top_k=2"], capsys)
     assert_one_line_error(code, err, f"{old}: checkpoint lacks 16 parameters of ProtoNet that this run trains")
-    assert "fewer trainable encoder layers than this run's encoder.freeze=top_k encoder.top_k=2; pass the options" in err
+    assert "fewer trainable encoder layers than this run (trainable='top_k=2'); pass the encoder.freeze" in err
     # ... and one tested with fewer: its trained top layer would be frozen under a pretrained state cache
     code, err = run_cli(["test", str(old), *TINY, f"run_dir={tmp_path / 'fewer'}", "encoder.freeze=frozen"], capsys)
     assert_one_line_error(code, err, f"{old}: checkpoint holds trained weights of 16 parameters of ProtoNet that "
                                      "this run freezes")
-    assert "more trainable encoder layers than this run's encoder.freeze=frozen; pass the options" in err
+    assert "more trainable encoder layers than this run (trainable='frozen'); pass the encoder.freeze" in err
 
 
 # -- 3. run directories: one run each, locked, metrics kept across a resume -----------------------
@@ -486,3 +520,53 @@ def test_cell_worker_dies_with_its_parent(tmp_path):
         if parent.poll() is None:
             parent.kill()
         shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# -- 6. SIGTERM (timeout, kill, a scheduler): the process unwinds, nothing half-written stays ------------
+_STALLED = """
+import sys, time
+import metarec.algorithms.base as base
+import metarec.models.features as features
+
+def stalled_build(self, out):
+    print("building", out.parent, flush=True)
+    time.sleep(120)
+
+def stalled_fit(self):
+    print("training", flush=True)
+    time.sleep(120)
+
+if sys.argv[1] == "build":
+    features.FeatureStore._compute = stalled_build
+else:
+    base.MetaLearner.on_train_start = stalled_fit
+from metarec.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("phase", ["build", "fit"])
+def test_sigterm_unwinds_a_run(phase, tmp_path):
+    # Stopped while building its state cache, the run removes the temporary cache directory (a
+    # real build's is gigabytes); stopped inside Trainer.fit (whose own SIGTERM handler runs first),
+    # it releases its run directory's lock. Either way: exit 143 and one line, no traceback.
+    cache, run_dir = tmp_path / "cache", tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "METAREC_CACHE_DIR": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-c", _STALLED, phase, "fit", *TINY, f"run_dir={run_dir}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("building" if phase == "build" else "training"), line + proc.stderr.read()
+        if phase == "build":
+            tmp = Path(line.split(" ", 1)[1].strip())
+            assert tmp.is_dir() and tmp.name.endswith(".tmp")
+        assert (run_dir / ".metarec.lock").exists()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "metarec: stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert not list(cache.glob("*.tmp")), list(cache.iterdir())
+    assert not (run_dir / ".metarec.lock").exists()
