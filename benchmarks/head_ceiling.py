@@ -35,7 +35,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.task_prior import map_head
-from metarec.cli import parse_script_args
+from metarec.cli import parse_script_args, run_script
 from metarec.config import compose
 from metarec.data.arsc import ARSC_LABEL_MAP, LABEL_NAMES, arsc_path, resolve_data_dir
 from metarec.data.readers import read_labeled_lines
@@ -153,4 +153,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -201,4 +201,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from metarec.cli import run_script  # stdlib only at import: the parent stays light
+
+    sys.exit(run_script(main))

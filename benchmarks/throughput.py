@@ -34,6 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from metarec.bench.runner import PeakMemory  # noqa: E402
+from metarec.cli import run_script  # noqa: E402
 from metarec.config import compose  # noqa: E402
 from metarec.data.datamodule import EpisodicDataModule  # noqa: E402
 from metarec.evaluation.tables import markdown_table  # noqa: E402
@@ -194,4 +195,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

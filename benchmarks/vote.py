@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from metarec.cli import parse_script_args
+from metarec.cli import parse_script_args, run_script
 from metarec.config import compose
 from metarec.evaluation.ensemble import majority_vote
 from metarec.evaluation.stats import mean_ci95
@@ -51,4 +51,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

@@ -22,7 +22,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -207,6 +207,20 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_STOPPED = "stopped by SIGTERM; unfinished files were removed"
+
+
+def run_script(main_fn: Callable[[], Optional[int]]) -> int:
+    """Runs a script's ``main`` as ``metarec`` runs a command under SIGTERM: it unwinds, prints
+    one line and returns 143 (``sys.exit(run_script(main))`` in ``benchmarks/*.py``)."""
+    try:
+        with sigterm_unwinds():
+            return int(main_fn() or 0)
+    except Terminated:
+        print(f"{Path(sys.argv[0]).name}: {_STOPPED}", file=sys.stderr)
+        return 128 + int(signal.SIGTERM)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="metarec", description="Meta-learning benchmarks on e-commerce tasks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,7 +287,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Terminated:
         # Unwound: a half-built cache, a checkpoint being written or a run directory's lock is
         # removed or released; finished checkpoints, caches and metrics stay.
-        print("metarec: stopped by SIGTERM; unfinished files were removed", file=sys.stderr)
+        print(f"metarec: {_STOPPED}", file=sys.stderr)
         return 128 + int(signal.SIGTERM)
     except (DataError, UnknownNameError, FileNotFoundError, ValueError) as e:
         # Bad input: one clear line, no traceback from deep inside a library.

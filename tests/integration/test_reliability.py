@@ -570,3 +570,27 @@ def test_sigterm_unwinds_a_run(phase, tmp_path):
     assert "metarec: stopped by SIGTERM" in err and "Traceback" not in err, err
     assert not list(cache.glob("*.tmp")), list(cache.iterdir())
     assert not (run_dir / ".metarec.lock").exists()
+
+
+def test_sigterm_stops_a_benchmark_script_in_one_line(tmp_path):
+    # benchmarks/*.py end with sys.exit(run_script(main)): the same unwinding, named by the script.
+    script = tmp_path / "bench_probe.py"
+    script.write_text("import sys, tempfile, time\nfrom metarec.cli import run_script\n"
+                      "def main():\n"
+                      "    with tempfile.TemporaryDirectory(dir=sys.argv[1]) as d:\n"
+                      "        print(d, flush=True)\n"
+                      "        time.sleep(60)\n"
+                      "sys.exit(run_script(main))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        work = Path(proc.stdout.readline().strip())
+        assert work.is_dir()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and err.strip() == "bench_probe.py: stopped by SIGTERM; unfinished files were removed"
+    assert not work.exists()
