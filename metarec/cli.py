@@ -207,17 +207,17 @@ def sigterm_unwinds() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_STOPPED = "stopped by SIGTERM; unfinished files were removed"
-
-
-def run_script(main_fn: Callable[[], Optional[int]]) -> int:
-    """Runs a script's ``main`` as ``metarec`` runs a command under SIGTERM: it unwinds, prints
-    one line and returns 143 (``sys.exit(run_script(main))`` in ``benchmarks/*.py``)."""
+def run_script(main_fn: Callable[[], Optional[int]], prog: Optional[str] = None) -> int:
+    """Runs ``main_fn`` so that SIGTERM unwinds it: one line ``PROG: stopped by SIGTERM; …`` and
+    143 (128 + 15). Every ``metarec`` command runs this way, and ``benchmarks/*.py`` end with
+    ``sys.exit(run_script(main))`` (``prog``: the script's file name by default)."""
     try:
         with sigterm_unwinds():
             return int(main_fn() or 0)
     except Terminated:
-        print(f"{Path(sys.argv[0]).name}: {_STOPPED}", file=sys.stderr)
+        # Unwound: a half-built cache, a checkpoint being written or a run directory's lock is
+        # removed or released; finished checkpoints, caches and metrics stay.
+        print(f"{prog or Path(sys.argv[0]).name}: stopped by SIGTERM; unfinished files were removed", file=sys.stderr)
         return 128 + int(signal.SIGTERM)
 
 
@@ -282,13 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from metarec.registry import UnknownNameError
 
     try:
-        with sigterm_unwinds():
-            return int(args.fn(args))
-    except Terminated:
-        # Unwound: a half-built cache, a checkpoint being written or a run directory's lock is
-        # removed or released; finished checkpoints, caches and metrics stay.
-        print(f"metarec: {_STOPPED}", file=sys.stderr)
-        return 128 + int(signal.SIGTERM)
+        return run_script(lambda: args.fn(args), prog="metarec")
     except (DataError, UnknownNameError, FileNotFoundError, ValueError) as e:
         # Bad input: one clear line, no traceback from deep inside a library.
         print(f"metarec: error: {e}", file=sys.stderr)
