@@ -228,12 +228,18 @@ class TextEncoder(nn.Module):
             pooled.append(self.pool(self._run_layers(h, m, layers), m))
         return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in chunks]))]
 
-    @staticmethod
-    def _run_layers(hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
+    def _run_layers(self, hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
         # Additive mask (B, 1, 1, T): works with both eager and SDPA attention.
         ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        extra = {}
+        stack = getattr(self.model, "encoder", None)
+        if hasattr(stack, "compute_position_bias"):
+            # MPNet (all-mpnet-base-v2): one relative position bias, computed by the layer stack
+            # from the sequence length and added in every layer's attention. Without it the
+            # layers run without positions (cosine 0.59-0.85 to the model's own embeddings).
+            extra["position_bias"] = stack.compute_position_bias(hidden)
         for layer in layers:
-            out = layer(hidden, attention_mask=ext)
+            out = layer(hidden, attention_mask=ext, **extra)
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 

@@ -107,3 +107,30 @@ def test_head_tail_truncation_keeps_both_ends_and_has_its_own_cache(tmp_path):
     torch.testing.assert_close(both(a(torch.arange(2))), live, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="truncation must be one of"):
         tiny_encoder(truncation="tail")
+
+
+def test_mpnet_top_layers_get_the_relative_position_bias():
+    # MPNet (all-mpnet-base-v2) adds one relative position bias, computed by its layer stack, in
+    # every layer: the cached-bottom path must pass it, or the top layers run without positions.
+    from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+    from metarec.models.encoder import TextEncoder, default_encoder_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_encoder_path())
+    config = MPNetConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model = MPNetModel(config, add_pooling_layer=False)
+        model.encoder.relative_attention_bias.weight.mul_(20)  # a bias large enough to matter
+    full = TextEncoder(model, tokenizer, freeze="full", identity="tiny_mpnet").eval()
+    texts = [" ".join(["word"] * n) + " end" for n in (1, 9, 3, 20, 2, 14)]
+    tokens = full.tokenize(texts)
+    with torch.no_grad():
+        want = full(tokens)
+        for buckets in (1, 3):
+            top = TextEncoder(model, tokenizer, freeze="top_k", top_k=2, identity="tiny_mpnet",
+                              length_buckets=buckets).eval()
+            torch.testing.assert_close(top(tokens), want, atol=1e-5, rtol=1e-5)
+            store = FeatureStore(top, texts, cache_dir=False, store_dtype=torch.float32)
+            torch.testing.assert_close(top(store(torch.arange(len(texts)))), want, atol=1e-5, rtol=1e-5)
