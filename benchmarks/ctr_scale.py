@@ -89,4 +89,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from metarec.signals import run_script
+
+    sys.exit(run_script(main))

@@ -35,7 +35,8 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from metarec.algorithms.multitask_prior import MultiTaskPrior
 from metarec.algorithms.task_prior import map_head
-from metarec.cli import parse_script_args, run_script
+from metarec.cli import parse_script_args
+from metarec.signals import run_script
 from metarec.config import compose
 from metarec.data.arsc import ARSC_LABEL_MAP, LABEL_NAMES, arsc_path, resolve_data_dir
 from metarec.data.readers import read_labeled_lines

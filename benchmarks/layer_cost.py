@@ -27,7 +27,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from metarec.cli import run_script  # noqa: E402
+from metarec.signals import run_script  # noqa: E402
 from metarec.evaluation.tables import markdown_table  # noqa: E402
 from metarec.hardware import fast_bf16  # noqa: E402
 from metarec.models.encoder import default_encoder_path, load_hf_encoder  # noqa: E402

@@ -173,8 +173,11 @@ def main() -> int:
                    f"--out={args.out}", f"--memory={memory}"]
             if args.chunk_buckets:
                 cmd.append(f"--chunk-buckets={args.chunk_buckets}")
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            from metarec.signals import communicate  # SIGTERM: passed on, the child unwinds first
+
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            stdout, _ = communicate(proc)
+            lines = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode != 0 or not lines:
                 print(f"the {memory} run failed (exit code {proc.returncode}); its output is above", file=sys.stderr)
                 return 1
@@ -201,6 +204,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    from metarec.cli import run_script  # stdlib only at import: the parent stays light
+    from metarec.signals import run_script  # stdlib only at import: the parent stays light
 
     sys.exit(run_script(main))

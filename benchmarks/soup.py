@@ -22,7 +22,8 @@ from pathlib import Path
 
 from metarec.checkpoint import VerifiedCheckpointIO, run_identity, verify_checkpoint
 from metarec.cli import main as metarec
-from metarec.cli import parse_script_args, run_script
+from metarec.cli import parse_script_args
+from metarec.signals import run_script
 from metarec.config import compose
 from metarec.evaluation.ensemble import weight_soup
 from metarec.training import check_run

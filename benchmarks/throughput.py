@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from metarec.bench.runner import PeakMemory  # noqa: E402
-from metarec.cli import run_script  # noqa: E402
+from metarec.signals import run_script  # noqa: E402
 from metarec.config import compose  # noqa: E402
 from metarec.data.datamodule import EpisodicDataModule  # noqa: E402
 from metarec.evaluation.tables import markdown_table  # noqa: E402

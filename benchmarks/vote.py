@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from metarec.cli import parse_script_args, run_script
+from metarec.cli import parse_script_args
+from metarec.signals import run_script
 from metarec.config import compose
 from metarec.evaluation.ensemble import majority_vote
 from metarec.evaluation.stats import mean_ci95

@@ -16,13 +16,10 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -176,51 +173,6 @@ def cmd_arsc_dev_split(args: argparse.Namespace) -> int:
     return 0
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread: ``finally`` blocks run as for any error.
-
-    Python's default SIGTERM ends the process where it stands; ``timeout``, ``kill`` and job
-    schedulers send it, and a cache build stopped that way left gigabytes of temporary files.
-    A ``BaseException``, so that no ``except Exception`` on the way swallows it.
-    """
-
-
-@contextmanager
-def sigterm_unwinds() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` (the previous handler is restored after).
-
-    Lightning's own SIGTERM handler (registered during ``Trainer.fit``) calls this one after
-    noting the signal, so a fit unwinds the same way. Outside the main thread it does nothing
-    (Python delivers signals to the main thread only).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def _raise(signum: int, frame: object) -> None:
-        raise Terminated(signum)
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def run_script(main_fn: Callable[[], Optional[int]], prog: Optional[str] = None) -> int:
-    """Runs ``main_fn`` so that SIGTERM unwinds it: one line ``PROG: stopped by SIGTERM; …`` and
-    143 (128 + 15). Every ``metarec`` command runs this way, and ``benchmarks/*.py`` end with
-    ``sys.exit(run_script(main))`` (``prog``: the script's file name by default)."""
-    try:
-        with sigterm_unwinds():
-            return int(main_fn() or 0)
-    except Terminated:
-        # Unwound: a half-built cache, a checkpoint being written or a run directory's lock is
-        # removed or released; finished checkpoints, caches and metrics stay.
-        print(f"{prog or Path(sys.argv[0]).name}: stopped by SIGTERM; unfinished files were removed", file=sys.stderr)
-        return 128 + int(signal.SIGTERM)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="metarec", description="Meta-learning benchmarks on e-commerce tasks.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         warnings.filterwarnings("ignore", message=pattern)
     from metarec.data.corpus import DataError
     from metarec.registry import UnknownNameError
+    from metarec.signals import run_script
 
     try:
         return run_script(lambda: args.fn(args), prog="metarec")

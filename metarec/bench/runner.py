@@ -20,6 +20,7 @@ from metarec.bench.report import collect, write_reports
 from metarec.bench.store import RunStore, atomic_write_text, environment
 from metarec.bench.suite import Cell, config_hash, load_suite
 from metarec.log import get_logger
+from metarec.signals import communicate, run_script
 
 log = get_logger(__name__)
 
@@ -122,7 +123,8 @@ def run_cell_subprocess(cell: Cell, store: RunStore, key: str, suite_name: str, 
     """
     spec = json.dumps({"cell": [cell.method, cell.family, cell.n_shot, cell.seed, cell.overrides],
                        "store": str(store.root), "key": key, "suite": suite_name, "force": force})
-    proc = subprocess.run([sys.executable, "-m", "metarec.bench.runner", spec], preexec_fn=die_with_parent())
+    proc = subprocess.Popen([sys.executable, "-m", "metarec.bench.runner", spec], preexec_fn=die_with_parent())
+    communicate(proc)  # SIGTERM: passed on, the worker unwinds (its cache's temporary files) first
     if proc.returncode != 0:
         error = store.failure(key)
         raise CellFailed(error or f"cell {cell.id} failed (exit {proc.returncode}); see its output above")
@@ -227,4 +229,4 @@ def _cell_main(spec_json: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_cell_main(sys.argv[1]))
+    sys.exit(run_script(lambda: _cell_main(sys.argv[1]), prog="metarec bench cell"))

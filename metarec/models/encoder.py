@@ -228,16 +228,20 @@ class TextEncoder(nn.Module):
             pooled.append(self.pool(self._run_layers(h, m, layers), m))
         return torch.cat(pooled)[torch.argsort(torch.cat([rows for rows, _ in chunks]))]
 
+    @property
+    def layer_kwargs_tag(self) -> str:
+        """Names what layers get beyond states and mask (``""``: nothing); part of the state cache key."""
+        return "position_bias" if hasattr(getattr(self.model, "encoder", None), "compute_position_bias") else ""
+
     def _run_layers(self, hidden: Tensor, mask: Tensor, layers: Any) -> Tensor:
         # Additive mask (B, 1, 1, T): works with both eager and SDPA attention.
         ext = (1.0 - mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         extra = {}
-        stack = getattr(self.model, "encoder", None)
-        if hasattr(stack, "compute_position_bias"):
+        if self.layer_kwargs_tag == "position_bias":
             # MPNet (all-mpnet-base-v2): one relative position bias, computed by the layer stack
             # from the sequence length and added in every layer's attention. Without it the
             # layers run without positions (cosine 0.59-0.85 to the model's own embeddings).
-            extra["position_bias"] = stack.compute_position_bias(hidden)
+            extra["position_bias"] = self.model.encoder.compute_position_bias(hidden)
         for layer in layers:
             out = layer(hidden, attention_mask=ext, **extra)
             hidden = out[0] if isinstance(out, tuple) else out

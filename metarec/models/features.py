@@ -259,6 +259,8 @@ class FeatureStore:
             self._key["autocast"] = "bf16"
         if e.truncation != "head":  # likewise
             self._key["truncation"] = e.truncation
+        if e.layer_kwargs_tag:  # MPNet: bottom states computed with the relative position bias (older ones lack it)
+            self._key["layer_inputs"] = e.layer_kwargs_tag
         return self._key
 
     def cache_path(self) -> Optional[Path]:

@@ -572,14 +572,20 @@ def test_sigterm_unwinds_a_run(phase, tmp_path):
     assert not (run_dir / ".metarec.lock").exists()
 
 
-def test_sigterm_stops_a_benchmark_script_in_one_line(tmp_path):
+def test_sigterm_stops_a_benchmark_script_in_one_line_and_a_second_one_does_not_break_the_unwinding(tmp_path):
     # benchmarks/*.py end with sys.exit(run_script(main)): the same unwinding, named by the script.
+    # A second SIGTERM while the first unwinds (schedulers send several) is ignored.
     script = tmp_path / "bench_probe.py"
-    script.write_text("import sys, tempfile, time\nfrom metarec.cli import run_script\n"
+    script.write_text("import sys, tempfile, time\nfrom metarec.signals import run_script\n"
                       "def main():\n"
                       "    with tempfile.TemporaryDirectory(dir=sys.argv[1]) as d:\n"
-                      "        print(d, flush=True)\n"
-                      "        time.sleep(60)\n"
+                      "        try:\n"
+                      "            print(d, flush=True)\n"
+                      "            time.sleep(60)\n"
+                      "        finally:\n"
+                      "            print('unwinding', flush=True)\n"
+                      "            time.sleep(1)\n"
+                      "            open(sys.argv[1] + '/cleaned', 'w').close()  # after the second signal\n"
                       "sys.exit(run_script(main))\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stdout=subprocess.PIPE,
@@ -588,9 +594,11 @@ def test_sigterm_stops_a_benchmark_script_in_one_line(tmp_path):
         work = Path(proc.stdout.readline().strip())
         assert work.is_dir()
         proc.send_signal(signal.SIGTERM)
+        assert proc.stdout.readline().strip() == "unwinding"
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143 and err.strip() == "bench_probe.py: stopped by SIGTERM; unfinished files were removed"
-    assert not work.exists()
+    assert not work.exists() and (tmp_path / "cleaned").exists()

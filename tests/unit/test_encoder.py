@@ -134,3 +134,6 @@ def test_mpnet_top_layers_get_the_relative_position_bias():
             torch.testing.assert_close(top(tokens), want, atol=1e-5, rtol=1e-5)
             store = FeatureStore(top, texts, cache_dir=False, store_dtype=torch.float32)
             torch.testing.assert_close(top(store(torch.arange(len(texts)))), want, atol=1e-5, rtol=1e-5)
+    # states cached before the bias was passed are not found again: the key names it (a BERT's does not)
+    assert store.key()["layer_inputs"] == "position_bias"
+    assert "layer_inputs" not in FeatureStore(tiny_encoder(freeze="top_k", top_k=1), texts, cache_dir=False).key()
