@@ -9,9 +9,10 @@ directory, a checkpoint being written is never renamed into place, the lock is r
 * One-shot: a second SIGTERM (schedulers and impatient users send several) is ignored, so it
   cannot break the unwinding of the first.
 * A forked child that inherited the handler (a DataLoader worker) gets the default behaviour.
-* Under DDP (``torch.distributed`` initialized, world size > 1) it does not raise: Lightning's own
-  handler, which runs first inside ``Trainer.fit``, has broadcast the signal, and every rank
-  raises Lightning's ``SIGTERMException`` at the same step, not in the middle of a collective.
+* Under DDP (``torch.distributed`` initialized, world size > 1) it does not raise: inside a
+  Trainer, Lightning's own handler runs first and has broadcast the signal, and every rank
+  raises Lightning's ``SIGTERMException`` at the same step, not in the middle of a collective;
+  outside one, the process ends as by default (a rank cannot unwind alone).
 
 Every ``metarec`` command runs through :func:`run_script`, as do the scripts of ``benchmarks/``
 (``sys.exit(run_script(main))``) and ``metarec bench``'s cell workers. A parent waiting on a
@@ -52,7 +53,10 @@ def sigterm_unwinds() -> Iterator[None]:
     owner, fired = os.getpid(), []
 
     def _raise(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a forked child that inherited this handler
+        # A forked child that inherited this handler, or a DDP rank outside a Trainer (no Lightning
+        # handler in front of this one): the default, as without this handler. A DDP rank inside a
+        # Trainer: Lightning's handler has broadcast the signal and stops every rank at one step.
+        if os.getpid() != owner or (_ddp_running() and signal.getsignal(signal.SIGTERM) is _raise):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return

@@ -602,3 +602,38 @@ def test_sigterm_stops_a_benchmark_script_in_one_line_and_a_second_one_does_not_
             proc.kill()
     assert proc.returncode == 143 and err.strip() == "bench_probe.py: stopped by SIGTERM; unfinished files were removed"
     assert not work.exists() and (tmp_path / "cleaned").exists()
+
+
+_DDP_PROBE = """
+import signal, sys, time
+import metarec.signals as signals
+signals._ddp_running = lambda: True  # as on a rank of a DDP run
+def main():
+    if sys.argv[1] == "trainer":  # a handler in front of metarec's, calling it, as Lightning's does
+        inner = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, lambda s, f: inner(s, f))
+    print("ready", flush=True)
+    time.sleep(3)
+    print("went on", flush=True)
+sys.exit(signals.run_script(main))
+"""
+
+
+@pytest.mark.parametrize("where", ["trainer", "outside"])
+def test_sigterm_on_a_ddp_rank(where):
+    # Inside a Trainer the rank goes on to the step where Lightning stops every rank (here: the end
+    # of main); outside one it ends as by default, since one rank cannot unwind alone.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-c", _DDP_PROBE, where], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if where == "trainer":
+        assert proc.returncode == 0 and out.strip() == "went on" and not err, err
+    else:
+        assert proc.returncode == -signal.SIGTERM and not out, (out, err)
