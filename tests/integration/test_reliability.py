@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -545,16 +547,25 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@contextmanager
+def _started(argv: list[str], **env: str) -> Iterator[subprocess.Popen]:
+    """``python ARGV`` with metarec importable (text pipes), killed if a test leaves it running."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **env}
+    proc = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.parametrize("phase", ["build", "fit"])
 def test_sigterm_unwinds_a_run(phase, tmp_path):
     # Stopped while building its state cache, the run removes the temporary cache directory (a
     # real build's is gigabytes); stopped inside Trainer.fit (whose own SIGTERM handler runs first),
     # it releases its run directory's lock. Either way: exit 143 and one line, no traceback.
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "METAREC_CACHE_DIR": str(cache)}
-    proc = subprocess.Popen([sys.executable, "-c", _STALLED, phase, "fit", *TINY, f"run_dir={run_dir}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _started(["-c", _STALLED, phase, "fit", *TINY, f"run_dir={run_dir}"], METAREC_CACHE_DIR=str(cache)) as proc:
         line = proc.stdout.readline()
         assert line.startswith("building" if phase == "build" else "training"), line + proc.stderr.read()
         if phase == "build":
@@ -563,9 +574,6 @@ def test_sigterm_unwinds_a_run(phase, tmp_path):
         assert (run_dir / ".metarec.lock").exists()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "metarec: stopped by SIGTERM" in err and "Traceback" not in err, err
     assert not list(cache.glob("*.tmp")), list(cache.iterdir())
@@ -587,19 +595,13 @@ def test_sigterm_stops_a_benchmark_script_in_one_line_and_a_second_one_does_not_
                       "            time.sleep(1)\n"
                       "            open(sys.argv[1] + '/cleaned', 'w').close()  # after the second signal\n"
                       "sys.exit(run_script(main))\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with _started([str(script), str(tmp_path)]) as proc:
         work = Path(proc.stdout.readline().strip())
         assert work.is_dir()
         proc.send_signal(signal.SIGTERM)
         assert proc.stdout.readline().strip() == "unwinding"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 143 and err.strip() == "bench_probe.py: stopped by SIGTERM; unfinished files were removed"
     assert not work.exists() and (tmp_path / "cleaned").exists()
 
@@ -623,16 +625,10 @@ sys.exit(signals.run_script(main))
 def test_sigterm_on_a_ddp_rank(where):
     # Inside a Trainer the rank goes on to the step where Lightning stops every rank (here: the end
     # of main); outside one it ends as by default, since one rank cannot unwind alone.
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen([sys.executable, "-c", _DDP_PROBE, where], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
+    with _started(["-c", _DDP_PROBE, where]) as proc:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     if where == "trainer":
         assert proc.returncode == 0 and out.strip() == "went on" and not err, err
     else:
