@@ -55,10 +55,13 @@ def test_kill_9_then_rerun_resumes_to_the_budget_without_repeating_a_trial(tmp_p
             if not (store / "tune.db").exists():
                 continue
             try:
-                states = [t.state for t in _trials(store)]
+                trials = _trials(store)
             except KeyError:  # the study is not created yet
                 continue
-            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            states = [t.state for t in trials]
+            # The running trial must have its parameters already: killed between Optuna's ask and its
+            # suggestions it has none, and its retry has nothing to repeat (a race seen once).
+            if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING and trials[-1].params:
                 break
         else:
             pytest.fail("the tune run never had a finished and a running trial")
