@@ -48,7 +48,7 @@ def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
 
     calls.clear()
     monkeypatch.setattr(metarec.training, "run_experiment", lambda cfg, **kw: (calls.append(cfg.algorithm.name), real(cfg, **kw))[1])
-    run_suite(suite, store=store, isolate=False)
+    assert run_suite(suite, store=store, isolate=False) == 0
     assert calls == ["protonet", "anil"]  # the finished cell was not re-run
     assert (store / first_key / "result.json").stat().st_mtime_ns == first_mtime
     assert len(list(rs.keys())) == 3
@@ -56,16 +56,16 @@ def test_killed_suite_resumes_only_missing_cells(tmp_path, monkeypatch, capsys):
     assert "synthetic" in out and "nearest_prototype" in out and "anil" in out
 
     calls.clear()
-    run_suite(suite, store=store, isolate=False)
+    assert run_suite(suite, store=store, isolate=False) == 0
     assert calls == []  # everything finished: nothing re-runs
-    run_suite(suite, store=store, force=True, only="anil", isolate=False)
+    assert run_suite(suite, store=store, force=True, only="anil", isolate=False) == 0
     assert calls == ["anil"]
 
 
 def test_cells_run_in_their_own_process(tmp_path, capsys):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE.replace("  protonet: [algorithm=protonet]\n  anil: [algorithm=anil]\n", ""))
-    run_suite(suite, store=tmp_path / "store")
+    assert run_suite(suite, store=tmp_path / "store") == 0
     rs = RunStore(tmp_path / "store")
     (key,) = list(rs.keys())
     rec = rs.load(key)

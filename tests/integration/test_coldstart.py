@@ -91,9 +91,11 @@ seeds: [0]
 reported:
   - {{method: MeLU (paper), state: new/new, metric: mae, value: 0.92, source: "Lee et al. 2019 Table 3, MovieLens-1M"}}
 """)
-    run_suite(suite, store=tmp_path / "store", isolate=False)
+    code = run_suite(suite, store=tmp_path / "store", isolate=False)
+    out, err = capsys.readouterr()
+    assert code == 0, err
     md = (tmp_path / "store" / "report.md").read_text()
-    assert md in capsys.readouterr().out
+    assert md in out
     for text in ("| new/new ", "melu_maml", "ΔMAE", "(p=", "Reported", "Filtering", "0.92"):
         assert text in md, text
     csv = (tmp_path / "store" / "report.csv").read_text().splitlines()

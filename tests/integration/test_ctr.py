@@ -3,6 +3,7 @@ log, and a bench suite whose report shows AUC / log-loss per warm-up phase, pair
 
 from __future__ import annotations
 
+import csv as csvlib
 import json
 from pathlib import Path
 
@@ -54,11 +55,15 @@ families:
 shots: [0]
 seeds: [0, 1]
 """)
-    run_suite(suite, store=tmp_path / "store", isolate=False)
+    code = run_suite(suite, store=tmp_path / "store", isolate=False)
+    out, err = capsys.readouterr()
+    assert code == 0, err  # a failed cell is recorded and the suite goes on: its exit status says so
     md = (tmp_path / "store" / "report.md").read_text()
-    assert md in capsys.readouterr().out
+    assert md in out
     for text in ("ctr_meta_embedding", "| c ", "ΔAUC vs ctr_random", "(p=", "Filtering", "2 test tasks"):
         assert text in md, text
     csv = (tmp_path / "store" / "report.csv").read_text().splitlines()
     assert len(csv) == 1 + 4 * 3  # 4 phases x 3 methods
+    rows = list(csvlib.DictReader(csv))
+    assert {r["seeds"] for r in rows} == {"2"}  # every row averages both seeds: none of them failed
     assert (tmp_path / "store" / "plots" / "auc-phases.png").is_file()

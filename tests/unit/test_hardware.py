@@ -1,6 +1,9 @@
 """``${fast_bf16:A,B}``: configs pick bf16 only where the hardware runs it natively."""
 
+from pathlib import Path
+
 import pytest
+import torch
 
 import metarec.hardware as hardware
 from metarec.config import compose
@@ -18,8 +21,25 @@ def test_recipes_pick_precision_by_hardware(monkeypatch, fast):
     assert compose(["experiment=arsc/multitask_dev", "trainer.precision=bf16-mixed"]).trainer.precision == "bf16-mixed"
 
 
-def test_fast_bf16_answers_for_this_machine():
-    assert isinstance(hardware.fast_bf16(), bool)
+def test_fast_bf16_follows_the_cpus_bf16_flags(monkeypatch):
+    # Without a GPU the answer is the CPU's: native bf16 (AVX-512 BF16 or AMX) or not. An AVX2-only
+    # CPU must get fp32: bf16 is emulated there and several times slower (docs/arsc.md, Hardware).
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.fast_bf16() is bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("supported", [True, False])
+def test_fast_bf16_on_a_gpu_asks_the_gpu(monkeypatch, supported):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: supported)
+    assert hardware.fast_bf16() is supported
 
 
 @pytest.mark.parametrize("preset,expected", [(None, "16"), ("7", "7")])

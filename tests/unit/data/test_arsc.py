@@ -1,5 +1,6 @@
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -133,12 +134,37 @@ def test_task_weights_refuse_a_glob_matching_nothing_or_a_bad_factor(tmp_path, w
         EpisodeSampler(fam, "train", EpisodeSpec(2, 3, 2), seed=0, task_weights=weights)
 
 
-def test_reading_never_modifies_the_data_dir(tmp_path):
+def test_reading_never_modifies_the_data_dir(tmp_path, monkeypatch):
     root = make_arsc_dir(tmp_path / "arsc")
     before = _snapshot(root)
     for p in root.iterdir():
         p.chmod(0o444)
     root.chmod(0o555)
+    # As root (CI) the modes above stop no write, and a file written and then deleted would leave
+    # the snapshot as it was: every open for writing under the data dir fails the test instead.
+    import builtins
+
+    real_open, real_os_open = builtins.open, os.open
+    writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+    def under_root(path) -> bool:
+        try:
+            return Path(os.fsdecode(path)).resolve().is_relative_to(root.resolve())
+        except (TypeError, ValueError):
+            return False  # a file descriptor, not a path
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if under_root(file) and any(c in mode for c in "wax+"):
+            raise AssertionError(f"the ARSC reader opened {file} for writing (mode {mode!r})")
+        return real_open(file, mode, *args, **kwargs)
+
+    def guarded_os_open(path, flags, *args, **kwargs):
+        if under_root(path) and flags & writes:
+            raise AssertionError(f"the ARSC reader opened {path} for writing (flags {flags:#o})")
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_os_open)
     try:
         arsc(str(root))
         arsc(str(root), lenient=True, max_per_class=3)
@@ -370,6 +396,7 @@ def test_dev_split_holds_out_domains_with_fixed_supports(tmp_path):
     held = split["holdout_domains"]
     assert fam.metadata["protocol"] == "dev" and fam.metadata["test_domains"] == held
     assert not {t.name.split(".")[0] for t in fam.tasks("train") + fam.tasks("val")} & set(held)
+    assert sorted(t.name for t in fam.tasks("test")) == sorted(split["supports"])  # the loop checks every one
     for task in fam.tasks("test"):
         entry = split["supports"][task.name]
         assert _file_rows(fam, task.support) == [(entry["file"], n) for n in entry["lines"]]

@@ -140,6 +140,8 @@ def _assert_no_leakage(data, split) -> None:
     train_items = set(data.item[train_rows].tolist())
     train_users = set(data.user[train_rows].tolist())
     assert (data.timestamp[train_rows] < split.cut).all()
+    # An empty test split would pass every check below without checking anything.
+    assert sum(len(tasks) for tasks in split.test.values()) > 0, split.filter_report
     for state, tasks in split.test.items():
         user_new, item_new = state.split("/")[0] == "new", state.split("/")[1] == "new"
         for t in tasks:
@@ -172,6 +174,7 @@ def test_no_leakage_on_embedded_ml100k():
     assert (len(data), data.n_users, data.n_items) == (100000, 943, 1682)
     split = make_split(data, SplitSpec(cut=0.8, new_items="release_year", item_year_cut=1997))
     _assert_no_leakage(data, split)
+    assert all(split.test[state] for state in split.test), {k: len(v) for k, v in split.test.items()}
     assert all(13 <= len(t.rows) <= 100 for ts in split.test.values() for t in ts)
     assert split.filter_report["train"]["users_too_many"] > 0  # heavy raters: counted, not silently dropped
 

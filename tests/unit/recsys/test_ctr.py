@@ -135,6 +135,7 @@ def test_validation_items_leave_training_and_new_items_leave_everything(tmp_path
 
 def test_warmup_batches_precede_the_query_in_time(fam):
     d, s = fam.data, fam.split
+    assert len(s.test_items) == 2  # the loop below checks both test items
     for t in range(len(s.test_items)):
         sel = s.test_task == t
         times, phase = d.time[s.test_rows[sel]], s.test_phase[sel]
