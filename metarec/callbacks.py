@@ -16,7 +16,7 @@ import os
 from typing import Optional
 
 import lightning as L
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
 
@@ -55,3 +55,43 @@ class LastCheckpoint(Checkpoint):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The final step is not validated when max_steps is not a multiple of val_check_interval.
         self.save(trainer)
+
+
+class UniformWeightAveraging(WeightAveraging):
+    """The uniform average of the weights after every optimizer step from ``start_step`` on.
+
+    Dense stochastic weight averaging along one run (SWA, Izmailov et al. 2018; dense as in SWAD,
+    Cha et al., NeurIPS 2021, which averages every step for unseen-domain generalization) on
+    Lightning's public ``WeightAveraging`` callback: validation, the final weights, the test and
+    every checkpoint's ``state_dict`` are the average; a checkpoint also keeps the current weights
+    (``current_model_state``), so a resume continues both. Buffers are not averaged (metarec's
+    models have no batch norm; their buffers are position ids).
+
+    Args:
+        start_step: the first optimizer step (1-based) whose weights enter the average.
+    """
+
+    def __init__(self, start_step: int) -> None:
+        if start_step < 1:
+            raise ValueError(f"UniformWeightAveraging start_step must be >= 1, got {start_step}")
+        super().__init__(use_buffers=False)
+        self.start_step = int(start_step)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning sets callbacks up before the module, and metarec's modules build their heads in
+        # their own (idempotent) setup(): run it first, so that the average copies the whole model.
+        if stage == "fit":
+            pl_module.setup(stage)
+        super().setup(trainer, pl_module, stage)
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # metarec's modules leave their frozen weights out of "state_dict" (the average); they are the
+        # same in the current weights, which Lightning's callback keeps whole in "current_model_state".
+        current = checkpoint.get("current_model_state")
+        if self._average_model is not None and current is not None:
+            checkpoint = {**checkpoint, "state_dict": {**current, **checkpoint["state_dict"]}}
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+    def should_update(self, step_idx: Optional[int] = None, epoch_idx: Optional[int] = None) -> bool:
+        # step_idx is zero-based: the weights after optimizer step step_idx + 1.
+        return step_idx is not None and step_idx + 1 >= self.start_step

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Checkpoint, EarlyStopping, ModelCheckpoi
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from metarec.callbacks import LastCheckpoint
+from metarec.callbacks import LastCheckpoint, UniformWeightAveraging
 from metarec.checkpoint import VerifiedCheckpointIO, run_identity
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
@@ -66,6 +66,18 @@ def accumulate_grad_batches(cfg: DictConfig) -> int:
     return k
 
 
+def weight_averaging_start(cfg: DictConfig) -> Optional[int]:
+    """The first step averaged by ``trainer.weight_averaging_start`` (a fraction of ``max_steps`` in [0, 1)), or None."""
+    f = cfg.trainer.get("weight_averaging_start")
+    if f is None:
+        return None
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 <= f < 1:
+        raise ValueError(f"trainer.weight_averaging_start must be null or a fraction of trainer.max_steps in [0, 1), got {f!r}")
+    if cfg.trainer.max_steps <= 0:
+        raise ValueError("trainer.weight_averaging_start needs trainer.max_steps > 0 (it is a fraction of the steps)")
+    return int(f * cfg.trainer.max_steps) + 1
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
     """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc`` and ``last.ckpt``.
@@ -85,6 +97,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         # check_on_train_epoch_end=False: check after each validation (an epoch is the whole run here).
         cbs.append(EarlyStopping(monitor="val/acc", mode="max", patience=int(es.patience),
                                  min_delta=float(es.get("min_delta", 0.0)), check_on_train_epoch_end=False))
+    start = weight_averaging_start(cfg)
+    if start is not None:
+        cbs.append(UniformWeightAveraging(start))
     if checkpoint:
         keep = int(t.get("keep_checkpoints", 1))
         if keep == 0 or keep < -1:

@@ -78,6 +78,8 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "trainer.early_stopping.min_delta": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
     "trainer.keep_checkpoints": ("-1 (all) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
     "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
+    "trainer.weight_averaging_start": ("null or a fraction of trainer.max_steps in [0, 1)",
+                                       lambda v: v is None or (_is_num(v) and 0 <= v < 1)),
     "trainer.devices": ("an integer >= 1, a list of device ids or 'auto'",
                         lambda v: (_is_int(v) and v >= 1) or isinstance(v, (list, str))),
     "trainer.deterministic": ("true, false or 'warn'", lambda v: isinstance(v, bool) or v == "warn"),
