@@ -70,9 +70,8 @@ def test_off_by_default_gives_the_last_steps_weights(tmp_path):
 
 def test_a_resume_continues_the_average(tmp_path):
     whole, _ = _run(tmp_path / "whole", start=0.3)  # steps 2..6
-    # a run stopped at its step-3 validation checkpoint, then resumed from it, averages the same steps
-    _run(tmp_path / "part", start=0.3)
-    step3 = tmp_path / "part" / "checkpoints" / "val-3.ckpt"  # keep_checkpoints=-1: every validation's
+    # resumed from the same run's step-3 validation checkpoint, it averages the same steps
+    step3 = tmp_path / "whole" / "checkpoints" / "val-3.ckpt"  # keep_checkpoints=-1: every validation's
     resumed, seen = _run(tmp_path / "resumed", start=0.3, resume=str(step3))
     assert read_checkpoint(step3)["global_step"] == 3 and len(seen) == STEPS - 3
     for name, p in whole.items():
