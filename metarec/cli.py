@@ -77,7 +77,10 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
 def _result_name(cfg) -> str:  # type: ignore[no-untyped-def]
     """The run's name, marked when its test read the unlabeled test queries (another protocol)."""
     transductive = bool((cfg.get("algorithm") or {}).get("transductive", False))
-    return f"{cfg.name} [transductive: the test queries were read, unlabeled]" if transductive else str(cfg.name)
+    oracle = bool((cfg.get("family") or {}).get("oracle_heldout_train", False))
+    marks = (["oracle: trained on the held-out domains' labelled .train files"] if oracle else []) + \
+        (["transductive: the test queries were read, unlabeled"] if transductive else [])
+    return f"{cfg.name} [{'; '.join(marks)}]" if marks else str(cfg.name)
 
 
 def _print_reported(cfg) -> None:  # type: ignore[no-untyped-def]

@@ -61,6 +61,9 @@ TARGET_LIST = "workspace.target.list"
 DEFAULT_HOLDOUT: tuple[str, ...] = ("camera_photo", "health_personal_care")
 #: Support examples per class of an ARSC target task.
 PROTOCOL_SHOT = 5
+#: Name prefix of the meta-training tasks ``oracle_heldout_train`` adds (``oracle-baby.t5``).
+ORACLE_PREFIX = "oracle-"
+
 #: Files a meta-training task may train on (``train_files``); ``.dev`` is also meta-validation.
 TRAIN_FILES: tuple[str, ...] = ("train", "test", "dev")
 ENV_DIR = "METAREC_ARSC_DIR"
@@ -225,6 +228,7 @@ class _Protocol:
     support_rows: Callable[[str, Path, LabeledLines], Optional[np.ndarray]]
     expect_shot: Optional[int] = None
     dev_split: Optional[str] = None
+    oracle: bool = False
 
 
 def official_protocol(opts: _Options, target_dir: Path, holdout_domains: Optional[Sequence[str]]) -> _Protocol:
@@ -292,6 +296,7 @@ def arsc(
     seed: int = 0,
     dev_split: Optional[str] = None,
     train_files: Sequence[str] = ("train",),
+    oracle_heldout_train: bool = False,
 ) -> TaskFamily:
     """The ARSC task family: 2-way sentiment tasks per (domain, threshold).
 
@@ -340,6 +345,12 @@ def arsc(
             ``"dev"`` adds the ``.dev`` files too; they stay the meta-validation tasks, so
             validation is then in-sample (a warning says so): use it only when nothing is
             selected on ``val/acc``, as in the ARSC recipe.
+        oracle_heldout_train: development protocol only. Also meta-train on every held-out
+            domain's whole labelled ``.train`` file (tasks ``oracle-<domain>.<threshold>``,
+            1,100-1,900 lines each, the 10 support lines among them) and test on its ``.test``
+            file as usual: an in-domain ceiling of what the representation can reach with
+            110-190x the labels, never a few-shot result (a warning says so, the metadata and
+            the printed result are marked ``oracle``).
 
     Returns:
         The family ``"arsc"`` with splits ``train`` / ``val`` (sampled episodes) and ``test``
@@ -352,6 +363,10 @@ def arsc(
             split left without tasks.
     """
     opts = _options(data_dir, domains, thresholds, n_shot, n_query, max_per_class, strict, lenient, seed, train_files)
+    if oracle_heldout_train and not dev_split:
+        raise DataError("arsc: oracle_heldout_train=true trains on the held-out domains' .train files, which only the "
+                        "development protocol keeps (set family.dev_split, e.g. experiment=arsc/multitask_dev); "
+                        "an official target's .train file is its support")
     if holdout_domains is not None:
         _check_known("holdout_domains", list(holdout_domains), opts.filtered, opts.filtered_list)
     tdir = Path(target_dir).expanduser() if target_dir else opts.root
@@ -361,6 +376,7 @@ def arsc(
         if target_dir:
             raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
         protocol = dev_protocol(opts, dev_split, holdout_domains)
+        protocol.oracle = bool(oracle_heldout_train)
     elif (tdir / TARGET_LIST).is_file():
         protocol = official_protocol(opts, tdir, holdout_domains)
     else:
@@ -403,6 +419,12 @@ def _plan(opts: _Options, protocol: _Protocol, train_domains: list[str]) -> tupl
             present = [p for p in trs if p.is_file()]
             if present:
                 train_tasks.append((f"{d}.{t}", present, dev if dev.is_file() else None))
+    if protocol.oracle:  # the held-out domains' own labelled .train files: an in-domain ceiling, not few-shot
+        for d in protocol.test_domains:
+            for t in opts.thresholds:
+                path = arsc_path(protocol.test_dir, d, t, "train")
+                if path.is_file():
+                    train_tasks.append((f"{ORACLE_PREFIX}{d}.{t}", [path], None))
     test_tasks = []  # (task name, support path, query path)
     for d in protocol.test_domains:
         for t in opts.thresholds:
@@ -428,6 +450,10 @@ def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
     train_domains = [d for d in opts.filtered
                      if d not in protocol.held and (opts.domains is None or d in opts.domains)]
     train_tasks, test_tasks, missing = _plan(opts, protocol, train_domains)
+    if protocol.oracle:
+        log.warning("arsc: oracle_heldout_train=true: meta-training also reads the held-out domains' labelled .train "
+                    "files (%s); the result is an in-domain ceiling, not a few-shot result",
+                    ", ".join(n for n, _, _ in train_tasks if n.startswith(ORACLE_PREFIX)))
     builder = _CorpusBuilder()
     reports: list[ReadReport] = []
     splits: dict[str, list[Task]] = {"train": [], "val": [], "test": []}
@@ -488,6 +514,7 @@ def _build_family(opts: _Options, protocol: _Protocol) -> TaskFamily:
         "dropped_tasks": dropped,
         "max_per_class": opts.max_per_class,
         "train_files": opts.train_files,
+        "oracle_heldout_train": protocol.oracle,
         "seed": opts.seed,
         "skipped_lines": [r.as_dict() for r in reports],
     }

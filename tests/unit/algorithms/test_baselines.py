@@ -516,6 +516,11 @@ def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustmen
     # The printed result says that its test read the queries: another protocol.
     assert "[transductive" in _result_name(compose(["experiment=arsc/multitask_dev", "+algorithm.transductive=true"]))
     assert "[transductive" not in _result_name(compose(["experiment=arsc/multitask_dev"]))
+    # ... and that an oracle run trained on the held-out domains' labels (not a few-shot result).
+    both = _result_name(compose(["experiment=arsc/multitask_dev", "family.oracle_heldout_train=true",
+                                 "+algorithm.transductive=true"]))
+    assert "[oracle: trained on the held-out domains' labelled .train files; transductive" in both
+    assert "oracle" not in _result_name(compose(["experiment=arsc/multitask_dev"]))
     encoder = tiny_encoder()
     with pytest.raises(ValueError, match="transductive=true .* needs logit_adjust > 0"):
         MultiTaskPrior(encoder=encoder, n_way=2, transductive=True, logit_adjust=0.0)

@@ -406,6 +406,34 @@ def test_dev_split_holds_out_domains_with_fixed_supports(tmp_path):
         make_dev_split(root, n_domains=5, min_test=10, thresholds=("t2", "t4"))
 
 
+def test_oracle_heldout_train_adds_the_held_out_train_files_only_and_says_so(tmp_path, caplog):
+    import json
+
+    from metarec.data.arsc import make_dev_split
+
+    root = _dev_dir(tmp_path)
+    split = make_dev_split(root, n_domains=2, min_test=10, thresholds=("t2", "t4"), seed=0)
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(split))
+    plain = arsc(str(root), thresholds=["t2", "t4"], dev_split=str(path))
+    with caplog.at_level(logging.WARNING, logger="metarec.data.arsc"):
+        fam = arsc(str(root), thresholds=["t2", "t4"], dev_split=str(path), oracle_heldout_train=True)
+    held = split["holdout_domains"]
+    added = sorted(t.name for t in fam.tasks("train"))
+    assert added == sorted([t.name for t in plain.tasks("train")] + [f"oracle-{d}.{t}" for d in held for t in ("t2", "t4")])
+    assert "in-domain ceiling, not a few-shot result" in caplog.text
+    assert fam.metadata["oracle_heldout_train"] is True and plain.metadata["oracle_heldout_train"] is False
+    for task in fam.tasks("train"):
+        if task.name.startswith("oracle-"):  # every line of the held-out .train file, nothing of its .test
+            assert _file_rows(fam, task.indices) == [(f"{task.name[len('oracle-'):]}.train", n) for n in range(1, 17)]
+    # the test tasks, their supports and queries are those of the plain protocol
+    assert [(t.name, _file_rows(fam, t.support), _file_rows(fam, t.query)) for t in fam.tasks("test")] == \
+        [(t.name, _file_rows(plain, t.support), _file_rows(plain, t.query)) for t in plain.tasks("test")]
+    assert [t.name for t in fam.tasks("val")] == [t.name for t in plain.tasks("val")]
+    with pytest.raises(DataError, match="oracle_heldout_train=true .* only the development protocol"):
+        arsc(str(root), thresholds=["t2", "t4"], oracle_heldout_train=True, holdout_domains=["apparel"])
+
+
 def test_dev_split_refuses_changed_data_and_bad_files(tmp_path):
     import json
 
