@@ -39,7 +39,8 @@ VOLATILE_KEYS = ("run_dir", "resume_from", "overwrite", "trainer.enable_progress
                  "algorithm.search")
 #: Keys dropped from a cell's identity while they hold their neutral value, so that adding such an
 #: option left the identity (and the stored results) of every existing cell unchanged.
-NEUTRAL_KEYS = {"episodes.task_weights": None}
+NEUTRAL_KEYS = {"episodes.task_weights": None, "trainer.weight_averaging_start": None,
+                "family.oracle_heldout_train": False}
 
 
 class SuiteError(ValueError):
