@@ -85,6 +85,11 @@ class UniformWeightAveraging(WeightAveraging):
         super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:
+            # Testing (or validating) a checkpoint, as a fit does with its best one: Lightning has loaded
+            # its "state_dict", the average, into the module; its callback would now overwrite that
+            # with "current_model_state", the last step's weights, and test those instead.
+            return
         # metarec's modules leave their frozen weights out of "state_dict" (the average); they are the
         # same in the current weights, which Lightning's callback keeps whole in "current_model_state".
         current = checkpoint.get("current_model_state")

@@ -14,14 +14,14 @@ from metarec.config import compose
 from metarec.data.datamodule import EpisodicDataModule
 from metarec.models.features import FeatureStore
 from metarec.registry import ALGORITHMS
-from metarec.runtime import weight_averaging_start
+from metarec.runtime import test_model as fit_test, weight_averaging_start
 from metarec.training import build_trainer, config_kwargs
 from tests.conftest import tiny_encoder, toy_family
 
 STEPS = 6
 
 
-def _run(run_dir, start: float | None, steps: int = STEPS, resume: str | None = None):
+def _run(run_dir, start: float | None, steps: int = STEPS, resume: str | None = None, tested: dict | None = None):
     L.seed_everything(0, verbose=False)
     family = toy_family()
     enc = tiny_encoder(freeze="top_k", top_k=1, length_buckets=2)
@@ -40,15 +40,22 @@ def _run(run_dir, start: float | None, steps: int = STEPS, resume: str | None = 
         def on_train_batch_end(self, trainer, pl_module, *args):  # noqa: ANN001, ANN002
             seen.append({n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad})
 
+        def on_test_start(self, trainer, pl_module):  # noqa: ANN001
+            if tested is not None:
+                tested.update({n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad})
+
     trainer = build_trainer(cfg, run_dir, accelerator="cpu", logger=False, callbacks=[Record()])
     trainer.fit(model, datamodule=dm, ckpt_path=resume)
     assert trainer.global_step == steps
     final = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    if tested is not None:  # the fit's own test of its checkpoint, as metarec fit runs it
+        fit_test(trainer, model, dm, str(run_dir / "checkpoints" / "last.ckpt"))
     return final, seen
 
 
 def test_the_final_weights_are_the_mean_of_the_steps_from_start_on(tmp_path):
-    final, seen = _run(tmp_path / "avg", start=0.5)  # steps 4, 5, 6 of 6
+    tested: dict[str, torch.Tensor] = {}
+    final, seen = _run(tmp_path / "avg", start=0.5, tested=tested)  # steps 4, 5, 6 of 6
     assert len(seen) == STEPS and len(final) > 2
     for name, p in final.items():
         mean = torch.stack([s[name] for s in seen[3:]]).mean(0)
@@ -59,6 +66,10 @@ def test_the_final_weights_are_the_mean_of_the_steps_from_start_on(tmp_path):
     for name, p in final.items():  # last.ckpt holds the average (and the current weights for a resume)
         torch.testing.assert_close(ckpt["state_dict"][name], p, msg=name)
         torch.testing.assert_close(ckpt["current_model_state"][name], seen[-1][name], msg=name)
+    # the fit's test of that checkpoint tests the average, not the last step's weights it also holds
+    assert sorted(tested) == sorted(final)
+    for name, p in final.items():
+        torch.testing.assert_close(tested[name], p, msg=name)
 
 
 def test_off_by_default_gives_the_last_steps_weights(tmp_path):
