@@ -86,7 +86,7 @@ class UniformWeightAveraging(WeightAveraging):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:
-            # Testing (or validating) a checkpoint, as a fit does with its best one: Lightning has loaded
+            # Testing a checkpoint, as a fit does with its best one: Lightning has loaded
             # its "state_dict", the average, into the module; its callback would now overwrite that
             # with "current_model_state", the last step's weights, and test those instead.
             return

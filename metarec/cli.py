@@ -75,7 +75,8 @@ def _print_result(name: str, result) -> None:  # type: ignore[no-untyped-def]
 
 
 def _result_name(cfg) -> str:  # type: ignore[no-untyped-def]
-    """The run's name, marked when its test read the unlabeled test queries (another protocol)."""
+    """The run's name, marked when it trained on the held-out tasks' labels (oracle) or its test read the
+    unlabeled test queries (transductive): other protocols."""
     transductive = bool((cfg.get("algorithm") or {}).get("transductive", False))
     oracle = bool((cfg.get("family") or {}).get("oracle_heldout_train", False))
     marks = (["oracle: trained on the held-out domains' labelled .train files"] if oracle else []) + \

@@ -345,9 +345,10 @@ def arsc(
             ``"dev"`` adds the ``.dev`` files too; they stay the meta-validation tasks, so
             validation is then in-sample (a warning says so): use it only when nothing is
             selected on ``val/acc``, as in the ARSC recipe.
-        oracle_heldout_train: development protocol only. Also meta-train on every held-out
-            domain's whole labelled ``.train`` file (tasks ``oracle-<domain>.<threshold>``,
-            1,100-1,900 lines each, the 10 support lines among them) and test on its ``.test``
+        oracle_heldout_train: development protocol only. Also meta-train on every tested
+            (split-file) domain's labelled ``.train`` file (tasks ``oracle-<domain>.<threshold>``,
+            1,100-1,900 lines each on ARSC, the 10 support lines among them; ``max_per_class``
+            caps them like every meta-training file) and test on its ``.test``
             file as usual: an in-domain ceiling of what the representation can reach with
             110-190x the labels, never a few-shot result (a warning says so, the metadata and
             the printed result are marked ``oracle``).

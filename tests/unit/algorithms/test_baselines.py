@@ -521,6 +521,8 @@ def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustmen
                                  "+algorithm.transductive=true"]))
     assert "[oracle: trained on the held-out domains' labelled .train files; transductive" in both
     assert "oracle" not in _result_name(compose(["experiment=arsc/multitask_dev"]))
+    alone = _result_name(compose(["experiment=arsc/multitask_dev", "family.oracle_heldout_train=true"]))
+    assert alone.endswith("[oracle: trained on the held-out domains' labelled .train files]")
     encoder = tiny_encoder()
     with pytest.raises(ValueError, match="transductive=true .* needs logit_adjust > 0"):
         MultiTaskPrior(encoder=encoder, n_way=2, transductive=True, logit_adjust=0.0)

@@ -430,6 +430,10 @@ def test_oracle_heldout_train_adds_the_held_out_train_files_only_and_says_so(tmp
     assert [(t.name, _file_rows(fam, t.support), _file_rows(fam, t.query)) for t in fam.tasks("test")] == \
         [(t.name, _file_rows(plain, t.support), _file_rows(plain, t.query)) for t in plain.tasks("test")]
     assert [t.name for t in fam.tasks("val")] == [t.name for t in plain.tasks("val")]
+    capped = arsc(str(root), thresholds=["t2", "t4"], dev_split=str(path), oracle_heldout_train=True, max_per_class=3)
+    for task in capped.tasks("train"):  # max_per_class caps the oracle's files like every training file
+        if task.name.startswith("oracle-"):
+            assert np.bincount(capped.corpus.labels[task.indices]).tolist() == [3, 3]
     with pytest.raises(DataError, match="oracle_heldout_train=true .* only the development protocol"):
         arsc(str(root), thresholds=["t2", "t4"], oracle_heldout_train=True, holdout_domains=["apparel"])
 
