@@ -243,8 +243,10 @@ def official_protocol(opts: _Options, target_dir: Path, holdout_domains: Optiona
                      expect_shot=opts.n_shot)
 
 
-def dev_protocol(opts: _Options, dev_split: str, holdout_domains: Optional[Sequence[str]]) -> _Protocol:
-    """The development protocol: the split file's held-out filtered domains with its fixed supports."""
+def dev_protocol(opts: _Options, dev_split: str, holdout_domains: Optional[Sequence[str]],
+                 oracle: bool = False) -> _Protocol:
+    """The development protocol: the split file's held-out filtered domains with its fixed supports
+    (``oracle``: their ``.train`` files are also meta-trained on, see :func:`arsc`)."""
     path = resolve_split_file(dev_split)
     spec = read_dev_split(path)
     _check_known(f"dev_split {path} holdout_domains", spec["holdout_domains"], opts.filtered, opts.filtered_list)
@@ -255,7 +257,7 @@ def dev_protocol(opts: _Options, dev_split: str, holdout_domains: Optional[Seque
     test_domains = list(spec["holdout_domains"])
     log.info("arsc: development protocol of %s: held-out domains %s, fixed supports from the split file",
              path, test_domains)
-    return _Protocol("dev", held, test_domains, opts.root, dev_split=str(path),
+    return _Protocol("dev", held, test_domains, opts.root, dev_split=str(path), oracle=bool(oracle),
                      support_rows=lambda task, sup, lines: _dev_support_rows(spec, path, task, sup, lines))
 
 
@@ -376,8 +378,7 @@ def arsc(
     if dev_split:
         if target_dir:
             raise DataError("arsc: set either dev_split (development protocol) or target_dir (official), not both")
-        protocol = dev_protocol(opts, dev_split, holdout_domains)
-        protocol.oracle = bool(oracle_heldout_train)
+        protocol = dev_protocol(opts, dev_split, holdout_domains, oracle=oracle_heldout_train)
     elif (tdir / TARGET_LIST).is_file():
         protocol = official_protocol(opts, tdir, holdout_domains)
     else:

@@ -510,6 +510,19 @@ def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustmen
     transductive = LogitAdjustment(freq, 1.0, "subtask", transductive=True)(episode, logits)
     torch.testing.assert_close(inductive, logits + torch.log(torch.tensor(0.5)))  # uniform: a constant shift
     torch.testing.assert_close(transductive, logits + torch.log(prior))
+    encoder = tiny_encoder()
+    with pytest.raises(ValueError, match="transductive=true .* needs logit_adjust > 0"):
+        MultiTaskPrior(encoder=encoder, n_way=2, transductive=True, logit_adjust=0.0)
+
+
+class SimpleEpisode:
+    """The two attributes of an Episode that logit adjustment reads."""
+
+    def __init__(self, classes: tuple[str, ...]) -> None:
+        self.classes, self.index, self.task = classes, 0, "d.t2"
+
+
+def test_the_printed_result_name_marks_other_protocols():
     from metarec.cli import _result_name
     from metarec.config import compose
 
@@ -523,13 +536,3 @@ def test_em_class_prior_recovers_the_query_sets_prior_and_transductive_adjustmen
     assert "oracle" not in _result_name(compose(["experiment=arsc/multitask_dev"]))
     alone = _result_name(compose(["experiment=arsc/multitask_dev", "family.oracle_heldout_train=true"]))
     assert alone.endswith("[oracle: trained on the held-out domains' labelled .train files]")
-    encoder = tiny_encoder()
-    with pytest.raises(ValueError, match="transductive=true .* needs logit_adjust > 0"):
-        MultiTaskPrior(encoder=encoder, n_way=2, transductive=True, logit_adjust=0.0)
-
-
-class SimpleEpisode:
-    """The two attributes of an Episode that logit adjustment reads."""
-
-    def __init__(self, classes: tuple[str, ...]) -> None:
-        self.classes, self.index, self.task = classes, 0, "d.t2"
