@@ -23,6 +23,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 class LastCheckpoint(Checkpoint):
     """Writes ``<dirpath>/last.ckpt`` after every validation during fit and once after training.
 
+    With ``every_n_steps`` it is also rewritten after every ``every_n_steps``-th optimizer step
+    (``trainer.checkpoint_every_n_steps``), so that a run validated only at its end, such as the
+    ARSC recipe, loses at most that many steps when its process is killed; ``resume_from`` then
+    continues exactly as from a validated step (Lightning's own ``every_n_train_steps`` hook point,
+    ``on_train_batch_end``).
+
     Lightning runs all ``Checkpoint`` callbacks after the others and in the order given, so placed
     after a ``ModelCheckpoint`` on ``val/acc`` this file also records that validation's best
     score and path: a resume from it continues the best-model bookkeeping exactly.
@@ -30,10 +36,16 @@ class LastCheckpoint(Checkpoint):
     Args:
         dirpath: folder of the checkpoint (created by ``Trainer.save_checkpoint``).
         filename: file name inside ``dirpath``.
+        every_n_steps: also save after every this many optimizer steps (``None``: only as above).
     """
 
-    def __init__(self, dirpath: str | os.PathLike[str], filename: str = "last.ckpt") -> None:
+    def __init__(self, dirpath: str | os.PathLike[str], filename: str = "last.ckpt",
+                 every_n_steps: Optional[int] = None) -> None:
+        if every_n_steps is not None and (isinstance(every_n_steps, bool) or int(every_n_steps) != every_n_steps
+                                          or every_n_steps < 1):
+            raise ValueError(f"trainer.checkpoint_every_n_steps must be null or an integer >= 1, got {every_n_steps!r}")
         self.path = os.path.join(os.fspath(dirpath), filename)
+        self.every_n_steps = None if every_n_steps is None else int(every_n_steps)
         self.saved_step: Optional[int] = None  # the global step last.ckpt holds (this process only)
 
     def save(self, trainer: L.Trainer) -> None:
@@ -48,6 +60,12 @@ class LastCheckpoint(Checkpoint):
             return
         trainer.save_checkpoint(self.path)
         self.saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object,
+                           batch_idx: int) -> None:
+        # Under gradient accumulation several batches share a global step; save() writes it once.
+        if self.every_n_steps is not None and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.save(trainer)

@@ -108,7 +108,10 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         cbs.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
                                    save_top_k=keep, auto_insert_metric_name=False,
                                    filename="best-{step}" if keep == 1 else "val-{step}"))
-        cbs.append(LastCheckpoint(run_dir / "checkpoints"))
+        cbs.append(LastCheckpoint(run_dir / "checkpoints", every_n_steps=t.get("checkpoint_every_n_steps")))
+    elif t.get("checkpoint_every_n_steps") is not None:
+        raise ValueError("trainer.checkpoint_every_n_steps is not available here: this runner keeps its own "
+                         "checkpoints (leave it null)")
     kw: dict[str, Any] = dict(
         default_root_dir=str(run_dir),
         accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, num_nodes=t.get("num_nodes", 1),

@@ -35,7 +35,7 @@ from metarec.config import compose
 
 #: Keys that do not change a cell's result (display, paths): excluded from its hash.
 VOLATILE_KEYS = ("run_dir", "resume_from", "overwrite", "trainer.enable_progress_bar", "logger", "features.cache_dir",
-                 "features.batch_size", "features.memory", "name", "tags",
+                 "features.batch_size", "features.memory", "name", "tags", "trainer.checkpoint_every_n_steps",
                  "algorithm.search")
 #: Keys dropped from a cell's identity while they hold their neutral value, so that adding such an
 #: option left the identity (and the stored results) of every existing cell unchanged.

@@ -29,7 +29,7 @@ class _StopAt(L.Callback):
             trainer.should_stop = True
 
 
-def _setup(algo: str, steps: int, precision: str = "32-true"):
+def _setup(algo: str, steps: int, precision: str = "32-true", *overrides: str):
     L.seed_everything(0, verbose=False)
     family = toy_family()
     enc = tiny_encoder(freeze="top_k", top_k=1, dropout=0.1)  # dropout: the RNG state matters
@@ -38,7 +38,7 @@ def _setup(algo: str, steps: int, precision: str = "32-true"):
                             val_episodes=2, test_episodes=3)
     cfg = compose([f"algorithm={algo}", "encoder=tiny_bert", f"trainer.max_steps={steps}",
                    "trainer.val_check_interval=3", "trainer.enable_progress_bar=false",
-                   f"trainer.precision={precision}"])
+                   f"trainer.precision={precision}", *overrides])
     kw = {k: v for k, v in cfg.algorithm.items() if k not in ("name", "search")}
     kw.update(warmup_steps=2)  # warm-up + cosine: the scheduler state matters too
     model = ALGORITHMS.create(algo, encoder=enc, n_way=2, max_steps=steps, **kw)
@@ -130,6 +130,49 @@ def test_a_crash_resumes_from_the_newest_validated_step_not_the_best(tmp_path):
     for n, p in model.named_parameters():
         if p.requires_grad:
             torch.testing.assert_close(p, full[n], atol=1e-6, rtol=1e-5, msg=f"{n} differs after resume")
+
+
+@pytest.mark.parametrize("algo", ["protonet", "multitask_prior"])
+def test_a_run_validated_only_at_its_end_resumes_from_its_periodic_checkpoint(algo, tmp_path):
+    # The ARSC recipe validates once, at its last step: without trainer.checkpoint_every_n_steps a
+    # killed run has no last.ckpt at all. With it, last.ckpt holds the newest multiple of the period,
+    # saving changes nothing, and a resume from it ends with the uninterrupted run's weights.
+    only_at_end = ("trainer.val_check_interval=8",)
+    cfg, dm, model = _setup(algo, 8, "32-true", *only_at_end)
+    build_trainer(cfg, tmp_path / "full", logger=False).fit(model, datamodule=dm)
+    full = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    periodic = (*only_at_end, "trainer.checkpoint_every_n_steps=2")
+    cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
+    build_trainer(cfg, tmp_path / "saving", logger=False).fit(model, datamodule=dm)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, full[n], atol=0, rtol=0, msg=f"{algo}: saving every 2 steps changed {n}")
+
+    cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
+    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[_CrashAt(5)], logger=False)
+    with pytest.raises(RuntimeError, match="crash at step 5"):
+        trainer.fit(model, datamodule=dm)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+
+    torch.manual_seed(12345)
+    cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
+    trainer = build_trainer(cfg, tmp_path / "run", logger=False)
+    trainer.fit(model, datamodule=dm, ckpt_path=str(last))
+    assert trainer.global_step == 8
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p, full[n], atol=1e-6, rtol=1e-5, msg=f"{algo}: {n} differs after resume")
+
+
+def test_checkpoint_every_n_steps_is_refused_where_the_runner_keeps_its_own_checkpoints(tmp_path):
+    cfg, _, _ = _setup("protonet", 4, "32-true", "trainer.checkpoint_every_n_steps=2")
+    with pytest.raises(ValueError, match="trainer.checkpoint_every_n_steps is not available here"):
+        build_trainer(cfg, tmp_path, checkpoint=False, logger=False)
+    cfg, _, _ = _setup("protonet", 4, "32-true", "trainer.checkpoint_every_n_steps=0")
+    with pytest.raises(ValueError, match=r"trainer.checkpoint_every_n_steps must be null or an integer >= 1, got 0"):
+        build_trainer(cfg, tmp_path, logger=False)
 
 
 @pytest.mark.parametrize("algo", TRAINED)

@@ -34,3 +34,12 @@ def test_task_weights_change_the_identity_and_are_checked():
     with pytest.raises(ConfigError, match=r"episodes.task_weights=.* must be null or a mapping "
                                           r"\{task-name glob: factor > 0\}"):
         validate_config(compose(["experiment=arsc/multitask_dev", "episodes.task_weights={*.t5:-1}"]))
+
+
+def test_the_checkpoint_period_never_changes_the_cell_identity_and_is_checked():
+    base = compose(["experiment=arsc/multitask_dev"])
+    every = compose(["experiment=arsc/multitask_dev", "trainer.checkpoint_every_n_steps=50"])
+    validate_config(every)
+    assert config_hash(every) == config_hash(base)
+    with pytest.raises(ConfigError, match=r"trainer.checkpoint_every_n_steps.*null or an integer >= 1"):
+        validate_config(compose(["experiment=arsc/multitask_dev", "trainer.checkpoint_every_n_steps=0"]))
