@@ -97,6 +97,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         # check_on_train_epoch_end=False: check after each validation (an epoch is the whole run here).
         cbs.append(EarlyStopping(monitor="val/acc", mode="max", patience=int(es.patience),
                                  min_delta=float(es.get("min_delta", 0.0)), check_on_train_epoch_end=False))
+    every = t.get("checkpoint_every_n_steps")
     start = weight_averaging_start(cfg)
     if start is not None:
         cbs.append(UniformWeightAveraging(start))
@@ -108,8 +109,8 @@ def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback
         cbs.append(ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), monitor="val/acc", mode="max",
                                    save_top_k=keep, auto_insert_metric_name=False,
                                    filename="best-{step}" if keep == 1 else "val-{step}"))
-        cbs.append(LastCheckpoint(run_dir / "checkpoints", every_n_steps=t.get("checkpoint_every_n_steps")))
-    elif t.get("checkpoint_every_n_steps") is not None:
+        cbs.append(LastCheckpoint(run_dir / "checkpoints", every_n_steps=every))
+    elif every is not None:
         raise ValueError("trainer.checkpoint_every_n_steps is not available here: this runner keeps its own "
                          "checkpoints (leave it null)")
     kw: dict[str, Any] = dict(

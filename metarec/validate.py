@@ -58,6 +58,10 @@ def _int_at_least(lo: int) -> tuple[str, Callable[[Any], bool]]:
     return f"an integer >= {lo}", lambda v: _is_int(v) and v >= lo
 
 
+def _null_or_int_at_least(lo: int) -> tuple[str, Callable[[Any], bool]]:
+    return f"null or an integer >= {lo}", lambda v: v is None or (_is_int(v) and v >= lo)
+
+
 #: Ranges of the options the runner relies on: (what is expected, check). Other keys get a type
 #: check from their value in the config tree.
 RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
@@ -74,9 +78,9 @@ RANGES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "trainer.log_every_n_steps": _int_at_least(1),
     "trainer.num_nodes": _int_at_least(1),
     "trainer.accumulate_grad_batches": _int_at_least(1),
-    "trainer.early_stopping.patience": ("null or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "trainer.early_stopping.patience": _null_or_int_at_least(1),
     "trainer.early_stopping.min_delta": ("a number >= 0", lambda v: _is_num(v) and v >= 0),
-    "trainer.checkpoint_every_n_steps": ("null or an integer >= 1", lambda v: v is None or (_is_int(v) and v >= 1)),
+    "trainer.checkpoint_every_n_steps": _null_or_int_at_least(1),
     "trainer.keep_checkpoints": ("-1 (all) or an integer >= 1", lambda v: _is_int(v) and (v == -1 or v >= 1)),
     "trainer.gradient_clip_val": ("null or a number >= 0", lambda v: v is None or (_is_num(v) and v >= 0)),
     "trainer.weight_averaging_start": ("null or a fraction of trainer.max_steps in [0, 1)",
