@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import time
+from collections import deque
 from typing import Optional
 
 
@@ -82,7 +83,15 @@ class Progress:
         unit: the unit's name (``"rows"``, ``"steps"``, ``"episodes"``).
         interval: seconds between lines; ``None``: :func:`progress_interval`.
         enabled: ``None``: log only when stderr is not a TTY.
+
+    The rate is the mean since the start. The ETA uses the rate over the last
+    :attr:`WINDOW` logged lines instead (about five minutes at the default interval), so that a
+    stall (a suspended process, a machine shared for a while, a slow first batch) stops skewing it
+    once it is that far back; a line also shows that recent rate where it differs from the mean
+    by more than 10%.
     """
+
+    WINDOW = 10
 
     def __init__(self, logger: logging.Logger, what: str, total: Optional[int], unit: str = "rows",
                  interval: Optional[float] = None, enabled: Optional[bool] = None) -> None:
@@ -95,20 +104,30 @@ class Progress:
         self.done = 0
         self._t0 = time.perf_counter()
         self._last = self._t0
+        # (time, done) at the start and at each logged line: the window the ETA's rate is taken over
+        self._marks: deque[tuple[float, int]] = deque([(self._t0, 0)], maxlen=self.WINDOW + 1)
+
+    def _rate_text(self, rate: float) -> str:
+        return f"{rate:,.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:,.2f} s/{self.unit[:-1] or self.unit}"
 
     def line(self) -> str:
         """The current progress line (also what :meth:`update` logs)."""
-        elapsed = time.perf_counter() - self._t0
+        now = time.perf_counter()
+        elapsed = now - self._t0
         rate = self.done / elapsed if elapsed > 0 else 0.0
+        t_old, done_old = self._marks[0]
+        recent = (self.done - done_old) / (now - t_old) if now > t_old else rate
         msg = f"{self.what}: {self.done:,}"
         if self.total:
             msg += f"/{self.total:,} {self.unit} ({100 * self.done / self.total:.0f}%)"
         else:
             msg += f" {self.unit}"
-        msg += f", {rate:,.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f", {1 / rate:,.2f} s/{self.unit[:-1] or self.unit}"
+        msg += f", {self._rate_text(rate)}"
+        if rate > 0 and recent > 0 and abs(recent / rate - 1) > 0.1:
+            msg += f" ({self._rate_text(recent)} over the last {_duration(now - t_old)})"
         msg += f", elapsed {_duration(elapsed)}"
-        if self.total and rate > 0 and self.done < self.total:
-            msg += f", ETA {_duration((self.total - self.done) / rate)}"
+        if self.total and self.done < self.total and (recent > 0 or rate > 0):
+            msg += f", ETA {_duration((self.total - self.done) / (recent if recent > 0 else rate))}"
         return msg + memory_note()
 
     def update(self, n: int = 1) -> None:
@@ -118,6 +137,7 @@ class Progress:
         if self.enabled and now - self._last >= self.interval:
             self._last = now
             self.logger.info(self.line())
+            self._marks.append((now, self.done))
 
     def close(self) -> None:
         """Logs the final line (totals and the mean rate) once the phase ends."""

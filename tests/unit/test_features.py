@@ -151,6 +151,37 @@ def test_progress_is_silent_when_disabled_and_throttled(caplog):
             del os.environ["METAREC_PROGRESS_SECONDS"]
 
 
+def test_the_eta_forgets_a_stall_once_it_leaves_the_window(caplog, monkeypatch):
+    import metarec.log as mlog
+
+    clock = [0.0]
+    monkeypatch.setattr(mlog.time, "perf_counter", lambda: clock[0])
+    log = logging.getLogger("metarec.test_progress")
+    bar = Progress(log, "fit", 100, unit="steps", enabled=True, interval=0)
+
+    def steps(n, seconds_each):
+        for _ in range(n):
+            clock[0] += seconds_each
+            bar.update(1)
+
+    steps(10, 1.0)
+    assert bar.line().startswith("fit: 10/100 steps (10%), 1.0 steps/s, elapsed 10s, ETA 1m30s")
+    clock[0] += 1000.0  # the process is suspended for 1000 s
+    steps(1, 1.0)
+    assert "ETA 1m30s" not in bar.line()  # the stall is inside the window: the ETA grows
+    steps(Progress.WINDOW, 1.0)
+    # 21 steps in 1021 s: the mean rate says so, the ETA runs on the last WINDOW lines' 1 step/s
+    line = bar.line()
+    assert line.startswith(f"fit: 21/100 steps (21%), 48.62 s/step (1.0 steps/s over the last {Progress.WINDOW}s)")
+    assert "elapsed 17m01s, ETA 1m19s" in line
+    # a steady rate shows no second figure
+    steady = Progress(log, "test", 10, unit="episodes", enabled=True, interval=0)
+    for _ in range(4):
+        clock[0] += 2.0
+        steady.update(1)
+    assert steady.line().startswith("test: 4/10 episodes (40%), 2.00 s/episode, elapsed 8s, ETA 12s")
+
+
 def test_a_killed_builds_leftovers_are_removed_but_a_live_ones_kept(tmp_path):
     enc = tiny_encoder(freeze="top_k", top_k=1)
     probe = FeatureStore(enc, TEXTS[:2], cache_dir=tmp_path)
