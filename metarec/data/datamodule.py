@@ -78,6 +78,37 @@ class MetaBatchSampler(Sampler[list[int]]):
                 yield list(range(first, first + b))
 
 
+class StreamLoader(DataLoader):
+    """The training stream's DataLoader: resumable, as Lightning's ``_Stateful`` protocol asks.
+
+    Its position needs no saving: :class:`MetaBatchSampler` starts at ``trainer.global_step``,
+    which the checkpoint restores. Its state is what makes the stream the same one (seed,
+    meta-batch size, accumulation), checked on load, so a resume mid-stream is exact and known
+    to be (without the protocol Lightning warns that it may not be).
+    """
+
+    def __init__(self, dataset: Dataset, batch_sampler: MetaBatchSampler, seed: int, **kwargs: Any) -> None:
+        super().__init__(dataset, batch_sampler=batch_sampler, **kwargs)
+        self.stream_seed = int(seed)
+
+    def state_dict(self) -> dict[str, int]:
+        """What identifies the stream; the position is the restored ``trainer.global_step``."""
+        sampler = self.batch_sampler
+        return {"seed": self.stream_seed, "meta_batch_size": sampler.meta_batch_size, "accumulate": sampler.accumulate}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Checks that the checkpoint's stream is this one.
+
+        Raises:
+            ValueError: naming each value that differs.
+        """
+        ours = self.state_dict()
+        differ = [f"{k}: {state[k]} in the checkpoint, {ours[k]} here" for k in ours if k in state and state[k] != ours[k]]
+        if differ:
+            raise ValueError("resume_from: the checkpoint was trained on another episode stream ("
+                             + "; ".join(differ) + "); resume with the values it was trained with")
+
+
 class ShardSampler(Sampler[int]):
     """Episodes ``rank, rank + W, ...`` of a fixed evaluation set."""
 
@@ -141,9 +172,8 @@ class ShardedDataModule(L.LightningDataModule):
 
     def stream_loader(self, dataset: Dataset) -> DataLoader:
         """This rank's meta-batches of a training stream (item ``i`` = episode ``i``), from the current step."""
-        return DataLoader(dataset, batch_sampler=MetaBatchSampler(self.meta_batch_size, self.max_steps, self.world,
-                                                                        self.accumulate),
-                          collate_fn=as_list, num_workers=self.num_workers, generator=self.generator())
+        return StreamLoader(dataset, MetaBatchSampler(self.meta_batch_size, self.max_steps, self.world, self.accumulate),
+                            self.seed, collate_fn=as_list, num_workers=self.num_workers, generator=self.generator())
 
     def fixed_loader(self, dataset: Dataset) -> DataLoader:
         """This rank's share of a fixed evaluation set, one episode at a time."""
