@@ -143,21 +143,21 @@ def test_a_run_validated_only_at_its_end_resumes_from_its_periodic_checkpoint(al
     build_trainer(cfg, tmp_path / "full", logger=False).fit(model, datamodule=dm)
     full = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
-    # every 5 of 8 steps: a resume at step 5 with 3 left is mid-stream for Lightning (5 % 3 != 0), where it
-    # warns about a loader that is not resumable
-    periodic = (*only_at_end, "trainer.checkpoint_every_n_steps=5")
+    # every 2 of 8 steps; the crash at step 3 leaves step 2, and a resume there with 6 left is mid-stream for
+    # Lightning (2 % 6 != 0), where it warns about a loader that is not resumable
+    periodic = (*only_at_end, "trainer.checkpoint_every_n_steps=2")
     cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
     build_trainer(cfg, tmp_path / "saving", logger=False).fit(model, datamodule=dm)
     for n, p in model.named_parameters():
         if p.requires_grad:
-            torch.testing.assert_close(p, full[n], atol=0, rtol=0, msg=f"{algo}: saving every 5 steps changed {n}")
+            torch.testing.assert_close(p, full[n], atol=0, rtol=0, msg=f"{algo}: saving every 2 steps changed {n}")
 
     cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
-    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[_CrashAt(7)], logger=False)
-    with pytest.raises(RuntimeError, match="crash at step 7"):
+    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[_CrashAt(3)], logger=False)
+    with pytest.raises(RuntimeError, match="crash at step 3"):
         trainer.fit(model, datamodule=dm)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    assert torch.load(last, weights_only=False)["global_step"] == 5
+    assert torch.load(last, weights_only=False)["global_step"] == 2
 
     torch.manual_seed(12345)
     cfg, dm, model = _setup(algo, 8, "32-true", *periodic)
