@@ -78,6 +78,9 @@ class EpisodeLearner(L.LightningModule):
 
     #: False for methods without meta-training (e.g. frozen nearest prototype): `fit` is skipped.
     trains: ClassVar[bool] = True
+    #: Constructor options of a base class that this class fixes, each with why: a config that sets
+    #: one is refused by :func:`metarec.validate.validate_config`, and so is a direct keyword.
+    fixed_options: ClassVar[dict[str, str]] = {}
     #: What a batch holds (moved to the device by its own ``.to``).
     episode_type: ClassVar[type] = object
     #: The name of :meth:`train_episode`'s second value in the logs (``train/<name>``).
@@ -165,3 +168,10 @@ class EpisodeLearner(L.LightningModule):
         opt = OPTIMIZERS[self.optimizer_name](groups, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(self.warmup_steps, self.max_steps, self.lr_schedule))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def refuse_fixed_options(cls: type, kwargs: dict[str, Any]) -> None:
+    """Raises ``ValueError`` naming ``algorithm.<key>`` for a keyword in ``cls.fixed_options``."""
+    for key, why in getattr(cls, "fixed_options", {}).items():
+        if key in kwargs:
+            raise ValueError(f"algorithm.{key}={kwargs[key]!r} cannot be set for {cls.__name__}: {why}")

@@ -78,6 +78,26 @@ def weight_averaging_start(cfg: DictConfig) -> Optional[int]:
     return int(f * cfg.trainer.max_steps) + 1
 
 
+def refuse_unused_trainer_options(cfg: DictConfig, keys: Sequence[str], why: str) -> None:
+    """Refuses each ``trainer.<key>`` of ``keys`` that is set away from ``trainer/default.yaml``: the run ignores it.
+
+    Raises:
+        ConfigError: naming the option, its value, why it is not used and the value to leave it at.
+    """
+    from metarec.config import ConfigError, config_dir
+    import yaml
+
+    defaults = yaml.safe_load((config_dir() / "trainer" / "default.yaml").read_text(encoding="utf-8"))
+    for key in keys:
+        default: Any = defaults
+        for part in key.split("."):
+            default = default.get(part) if isinstance(default, dict) else None
+        value = OmegaConf.select(cfg.trainer, key)
+        if value != default:
+            shown = "null" if default is None else default
+            raise ConfigError(f"trainer.{key}={value} is not used: {why}; leave it at {shown}")
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, callbacks: Sequence[L.Callback] = (), checkpoint: bool = True,
                   **overrides: Any) -> L.Trainer:
     """The Lightning Trainer of a config; ``checkpoint`` adds ModelCheckpoint on ``val/acc`` and ``last.ckpt``.

@@ -205,13 +205,16 @@ def _check_group(group: str, node: dict[str, Any], everywhere: list[str]) -> Cal
         raise ConfigError(f"{group}.name must name a registered {group}, got {name!r}")
     fn = _constructor(group, name)
     params, open_ = constructor_params(fn)
-    accepted = sorted(set(params) - set(INJECTED[group]) | {"name"})
+    fixed: dict[str, str] = getattr(fn, "fixed_options", {}) if isinstance(fn, type) else {}
+    accepted = sorted(set(params) - set(INJECTED[group]) - set(fixed) | {"name"})
     for key, value in node.items():
         path = f"{group}.{key}"
         if key == "name" or (group == "algorithm" and key == "search"):
             continue  # search: the tuning space beside the defaults (metarec/bench/space.py), not an argument
         if key in INJECTED[group] and key in params:
             raise ConfigError(f"{path} cannot be set: it comes from {INJECTED[group][key]}")
+        if key in fixed:
+            raise ConfigError(f"{path} cannot be set for {group} {name!r}: {fixed[key]}")
         if key not in params:
             if open_:
                 continue

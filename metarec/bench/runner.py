@@ -82,7 +82,7 @@ def run_cell(cell: Cell, store: RunStore, key: str, suite_name: str, force: bool
         "adapt_s_per_episode": sum(adapt) / max(len(adapt), 1), "fit_seconds": res.fit_seconds,
         "test_seconds": res.test_seconds, "wall_seconds": wall, "peak_rss_mb": mem.peak_rss_mb,
         "peak_cuda_mb": mem.peak_cuda_mb, "checkpoint": res.best_checkpoint, "trained": res.trained,
-        "label_map": res.label_map, "overrides": cell.overrides, **res.info,
+        "label_map": res.label_map, "overrides": cell.overrides, "pid": os.getpid(), **res.info,
     }
     store.write(key, record, res.episodes, OmegaConf.to_yaml(cfg), environment())
     return record

@@ -25,6 +25,7 @@ import learn2learn as l2l
 import torch
 from torch import Tensor, nn
 
+from metarec.learner import refuse_fixed_options
 from metarec.recsys.episode import RatingEpisode
 from metarec.recsys.learner import RatingLearner
 from metarec.recsys.networks import DecisionLayers, MeLUEmbedding
@@ -100,18 +101,24 @@ class MeLUFirstOrder(MeLU):
 class GlobalModel(MeLU):
     """The MeLU network trained on the same user tasks without local update; no adaptation at test."""
 
+    fixed_options = {"inner_steps": "melu_global has no local update (it is 0; melu_maml adapts)",
+                     "eval_inner_steps": "melu_global does not adapt at test (it is 0; melu_finetune does)"}
+
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.update(inner_steps=0, eval_inner_steps=0)
-        super().__init__(**kwargs)
+        refuse_fixed_options(type(self), kwargs)
+        super().__init__(inner_steps=0, eval_inner_steps=0, **kwargs)
 
 
 @RECOMMENDERS.register("melu_finetune")
 class PerUserFineTune(MeLU):
     """The global model, then ``eval_inner_steps`` SGD steps per user on the decision layers and heads."""
 
+    fixed_options = {"inner_steps": "melu_finetune trains the global model, without local update (it is 0; "
+                                    "its test-time steps are eval_inner_steps)"}
+
     def __init__(self, eval_inner_steps: int = 5, **kwargs: Any) -> None:
-        kwargs.update(inner_steps=0)
-        super().__init__(eval_inner_steps=eval_inner_steps, **kwargs)
+        refuse_fixed_options(type(self), kwargs)
+        super().__init__(eval_inner_steps=eval_inner_steps, inner_steps=0, **kwargs)
 
 
 @RECOMMENDERS.register("popularity")

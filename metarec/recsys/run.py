@@ -28,7 +28,8 @@ from metarec.recsys.datamodule import ColdStartDataModule
 from metarec.recsys.family import ColdStartFamily, FeatureTable
 from metarec.recsys.metrics import state_table
 from metarec.registry import RECOMMENDERS, RUNNERS
-from metarec.runtime import RunResult, build_encoder, build_family, build_trainer, config_kwargs, fit_model, test_model
+from metarec.runtime import (RunResult, build_encoder, build_family, build_trainer, config_kwargs, fit_model,
+                             refuse_unused_trainer_options, test_model)
 
 log = get_logger(__name__)
 
@@ -43,7 +44,10 @@ class RatingRunResult(RunResult):
 
 
 def item_feature_table(cfg: DictConfig, family: Any) -> FeatureTable:
-    """The family's feature table with its item texts embedded by the config's frozen encoder (cached).
+    """The family's feature table with its item texts embedded by the config's frozen encoder.
+
+    Cached like the text families' states (``features.cache``, ``cache_dir``, ``autocast``, ``memory``);
+    ``features.cache=false`` computes them for this run only, in memory.
 
     Args:
         family: a recommendation family with ``item_texts`` and ``feature_table(item_text)`` (the
@@ -56,10 +60,14 @@ def item_feature_table(cfg: DictConfig, family: Any) -> FeatureTable:
     if encoder.freeze.value != "frozen":
         raise ValueError(f"the {cfg.family.name} family embeds item texts with a frozen encoder; got "
                          f"encoder.freeze={encoder.freeze.value!r} (use encoder.freeze=frozen)")
-    cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
+    # features.cache=false: the embeddings are computed for this run and kept in memory, no file written.
+    cached = bool(cfg.features.get("cache", True))
+    cache_dir = (cfg.features.cache_dir or None) if cached else False
     texts = family.item_texts
     store = FeatureStore(encoder, texts, kind="embedding", cache_dir=cache_dir,
-                         batch_size=int(cfg.features.get("batch_size", 64)), memory=cfg.features.get("memory"))
+                         batch_size=int(cfg.features.get("batch_size", 64)),
+                         autocast=bool(cfg.features.get("autocast", False)),
+                         memory=cfg.features.get("memory") if cached else "ram")
     return family.feature_table(store(torch.arange(len(texts))))
 
 
@@ -101,6 +109,8 @@ def run_rating_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[st
         test_ckpt = ckpt_path or last
     else:
         # No validation set (MeLU has none): keep last.ckpt, test the final weights.
+        refuse_unused_trainer_options(cfg, ("early_stopping.patience", "keep_checkpoints"),
+                                      "this split has no validation users, so the final weights are tested")
         ckpt = ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), save_last=True, save_top_k=0)
         trainer = build_trainer(cfg, run_dir, callbacks=[ckpt], checkpoint=False, limit_val_batches=0,
                                 enable_checkpointing=True)

@@ -1,5 +1,7 @@
 """A suite killed mid-run resumes: finished cells are skipped, the killed cell re-runs."""
 
+import os
+
 import pytest
 
 import metarec.training
@@ -69,8 +71,12 @@ def test_cells_run_in_their_own_process(tmp_path, capsys):
     rs = RunStore(tmp_path / "store")
     (key,) = list(rs.keys())
     rec = rs.load(key)
+    assert rec["pid"] != os.getpid()  # the record was written by another process, the cell's worker
     assert rec["peak_rss_mb"] > 0 and rec["n_episodes"] == 4
     assert "nearest_prototype" in capsys.readouterr().out
+    assert run_suite(suite, store=tmp_path / "store2", isolate=False) == 0
+    (key2,) = list(RunStore(tmp_path / "store2").keys())
+    assert RunStore(tmp_path / "store2").load(key2)["pid"] == os.getpid()  # the check tells the two apart
 
 
 def test_a_suite_redirected_to_a_file_logs_cell_progress_and_results(tmp_path):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from metarec.bench.runner import run_suite
 from metarec.config import compose, config_dir
@@ -100,3 +101,19 @@ reported:
         assert text in md, text
     csv = (tmp_path / "store" / "report.csv").read_text().splitlines()
     assert len(csv) == 1 + 4 * 3  # 4 states x 3 methods
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_item_features_honour_features_cache(cache, tmp_path, monkeypatch):
+    """``features.cache=false`` embeds the item texts for this run only: no file in the cache directory."""
+    from metarec.recsys.run import item_feature_table
+    from metarec.runtime import build_family
+
+    monkeypatch.setenv("METAREC_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = compose(["experiment=coldstart-ml100k/base", f"family.data_dir={FIX / 'recbole'}", *TINY,
+                   f"features.cache={str(cache).lower()}", f"run_dir={tmp_path / 'run'}"])
+    table = item_feature_table(cfg, build_family(cfg))
+    written = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert bool(written) == cache, written
+    again = item_feature_table(cfg, build_family(cfg))  # a cache hit (or a recomputation) gives the same table
+    assert torch.equal(table.item_text, again.item_text) and table.item_text.abs().sum() > 0

@@ -19,6 +19,21 @@ TINY = ["family.k_shot=2", "family.min_query=1", "family.user_fields=[age]", "fa
         "encoder.name=tiny_bert", "algorithm.base_steps=3", "episodes.batch_size=8", "episodes.meta_batch_size=2"]
 
 
+@pytest.mark.parametrize("option", ["trainer.max_steps=50", "trainer.val_check_interval=7",
+                                    "trainer.early_stopping.patience=2", "trainer.weight_averaging_start=0.5",
+                                    "trainer.checkpoint_every_n_steps=10", "trainer.keep_checkpoints=-1"])
+def test_trainer_options_a_ctr_run_does_not_use_are_refused(option, tmp_path, capsys):
+    """The CTR run trains for the method's own steps, unvalidated and uncheckpointed: these are errors."""
+    from metarec.cli import main
+
+    code = main(["fit", "experiment=ctr-ml100k/maml", f"family.data_dir={tmp_path / 'absent'}", *TINY, option,
+                 f"run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    assert f"{option} is not used: the ctr_coldstart family trains CTR method 'ctr_maml'" in err[0]
+    assert not (tmp_path / "run" / "filter_report.json").exists()
+
+
 def test_every_ctr_method_has_a_config():
     for name in CTR_METHODS.list():
         assert (config_dir() / "algorithm" / f"{name}.yaml").is_file(), f"metarec/configs/algorithm/{name}.yaml missing"

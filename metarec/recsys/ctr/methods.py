@@ -33,6 +33,10 @@ from metarec.recsys.ctr.learner import CTRLearner
 from metarec.recsys.ctr.split import PHASES
 from metarec.registry import CTR_METHODS
 
+#: What a method without a meta-training stage refuses (instead of ignoring it).
+NO_META_TRAINING = {"meta_steps": "this method has no meta-training stage (its meta_steps is 0)",
+                    "meta_lr": "this method has no meta-training stage"}
+
 
 def _generator(n_fields: int, emb_dim: int, hidden: int) -> nn.Module:
     """Feature fields ``(n, f, d)`` → ID embedding ``(n, d)``; the regressor's and Meta-Embedding's network."""
@@ -44,6 +48,7 @@ class RandomInit(CTRLearner):
     """Random ID embedding ``N(0, id_init_std)`` per new item (seeded), then warm-up steps."""
 
     meta_trains = False
+    fixed_options = NO_META_TRAINING
 
     def init_embedding(self, items: Tensor, fields: Tensor) -> Tensor:
         g = torch.Generator().manual_seed(self.seed)
@@ -189,6 +194,7 @@ class Popularity(CTRLearner):
 
     meta_trains = False
     trains = False
+    fixed_options = NO_META_TRAINING
 
     def __init__(self, prior_strength: float = 10.0, **kw: Any) -> None:
         super().__init__(**kw)

@@ -26,7 +26,7 @@ from metarec.recsys.ctr.family import CTRColdStartFamily
 from metarec.recsys.ctr.split import PHASES
 from metarec.recsys.run import recsys_family
 from metarec.registry import CTR_METHODS, RUNNERS
-from metarec.runtime import RunResult, build_trainer, config_kwargs, test_model
+from metarec.runtime import RunResult, build_trainer, config_kwargs, refuse_unused_trainer_options, test_model
 
 log = get_logger(__name__)
 
@@ -51,6 +51,13 @@ def run_ctr_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] 
     if ckpt_path is not None:
         raise ValueError("the ctr_coldstart family has no separate test of a checkpoint: `metarec fit` trains "
                          "and tests in one run (pre-training is a few seconds)")
+    # The training length is the method's (pre-training + meta-training steps), not trainer.max_steps,
+    # and nothing is validated or checkpointed: the trainer options about those are refused, not ignored.
+    refuse_unused_trainer_options(
+        cfg, ("max_steps", "val_check_interval", "early_stopping.patience", "weight_averaging_start",
+              "checkpoint_every_n_steps", "keep_checkpoints"),
+        f"the ctr_coldstart family trains CTR method {cfg.algorithm.name!r} for its own steps (algorithm.base_steps + "
+        "algorithm.meta_steps) with no validation and no checkpoint")
     family, table = recsys_family(cfg, CTRColdStartFamily, f"CTR method {cfg.algorithm.name!r} needs the "
                                   "ctr_coldstart family (family=ctr_ml100k)")
     model = CTR_METHODS.create(cfg.algorithm.name, schema=table.schema(), item_cat=table.item_cat,
@@ -61,7 +68,6 @@ def run_ctr_experiment(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] 
                        batch_size=int(cfg.episodes.batch_size), meta_batch_size=int(cfg.episodes.meta_batch_size),
                        seed=int(cfg.seed))
     atomic_write_text(run_dir / "filter_report.json", json.dumps(family.filter_report, indent=2, default=str))
-    # The training length is the method's (pre-training + meta-training steps), not trainer.max_steps.
     steps = model.total_steps
     trainer = build_trainer(cfg, run_dir, checkpoint=False, limit_val_batches=0, max_steps=max(steps, 1),
                             val_check_interval=max(steps, 1), enable_checkpointing=False)
