@@ -72,6 +72,10 @@ def test_maml_local_update_changes_predictions_and_global_does_not(tmp_path):
     assert glob.episode_set == fine.episode_set  # same users, same support/query: pairable
     # Same training (no local update in either), so predictions differ only by the per-user steps.
     assert [e["pred"] for e in glob.episodes] != [e["pred"] for e in fine.episodes]
+    # ... and without them the fine-tuned model predicts exactly as the global one: the global model adapts nothing.
+    none = run_experiment(compose([*base, "algorithm=melu_finetune", "algorithm.eval_inner_steps=0",
+                                   f"run_dir={tmp_path / 'n'}"]))
+    assert [e["pred"] for e in glob.episodes] == [e["pred"] for e in none.episodes]
 
 
 def test_bench_suite_reports_metrics_per_state(tmp_path, capsys):

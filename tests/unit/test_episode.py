@@ -24,5 +24,11 @@ def test_episode_set_fingerprint_is_order_sensitive():
 
 
 def test_to_device_keeps_everything():
-    e = _ep().to("cpu")
-    assert e.corpus == "c1" and e.fingerprint() == _ep().fingerprint()
+    src = _ep(support_x={"input_ids": torch.ones(2, 5, dtype=torch.long)}, index=7)
+    e = src.to("meta")  # a real move (the meta device holds shapes and dtypes, no data)
+    assert e.support_x["input_ids"].device.type == "meta" and e.support_x["input_ids"].shape == (2, 5)
+    assert e.query_x.device.type == "meta" and e.support_y.device.type == e.query_y.device.type == "meta"
+    assert e.support_y.dtype == torch.long and e.query_x.shape == (2, 3)
+    # indices stay on the CPU with their values; every other field is carried over
+    assert torch.equal(e.support_idx, src.support_idx) and torch.equal(e.query_idx, src.query_idx)
+    assert (e.classes, e.family, e.task, e.index, e.corpus) == (["a", "b"], "f", "t", 7, "c1")

@@ -89,6 +89,15 @@ def test_proto_maml_head_starts_as_the_prototype_classifier():
 def test_fomaml_with_prototype_head_trains():
     m = _model(FOMAML, head_init="prototypes")
     m.train()
-    loss, _ = m.episode_forward(_episode())
-    loss.backward()
-    assert m.head.linear.weight.grad is not None and torch.isfinite(m.head.linear.weight.grad).all()
+    ep = _episode()
+    params = [p for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.5)
+    losses = []
+    for _ in range(5):  # outer steps on one episode: the first-order gradient lowers its query loss
+        opt.zero_grad()
+        loss, _ = m.episode_forward(ep)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in params)
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0], losses
