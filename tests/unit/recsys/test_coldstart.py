@@ -79,6 +79,15 @@ def test_lenient_read_skips_and_counts_bad_lines(tmp_path):
 def test_declared_rating_range_is_configurable(tmp_path):
     with pytest.raises(LineError, match="outside the declared range"):
         load_interactions(RECBOLE, rating_max=4)
+    with pytest.raises(LineError, match="outside the declared range"):
+        load_interactions(RECBOLE, rating_min=2)
+    # a 0-10 scale: a rating of 8 is refused under the default 1-5 range, read with the range declared
+    d = _copy(tmp_path)
+    inter = d / "tiny.inter"
+    inter.write_text(inter.read_text().replace("\n1\t1\t3\t110\n", "\n1\t1\t8\t110\n", 1))
+    with pytest.raises(LineError, match=r"tiny.inter, line 2: .*outside the declared range"):
+        load_interactions(d)
+    assert len(load_interactions(d, rating_min=0, rating_max=10)) == len(load_interactions(RECBOLE))
 
 
 def test_movielens_bad_lines_name_file_and_line(tmp_path):
