@@ -57,12 +57,16 @@ def quiet_libraries() -> Iterator[None]:
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     data_bars = datasets.is_progress_bar_enabled()
-    setfit_log = logging.getLogger("setfit")
-    level = setfit_log.level
+    # sentence-transformers shows an encode() bar whenever its logger is at INFO (setfit's head fit
+    # encodes the support without passing show_progress_bar), and logs a "No `loss` passed, using
+    # CoSENTLoss" line for the trainer setfit builds before it sets its own loss.
+    loggers = [logging.getLogger(name) for name in ("setfit", "sentence_transformers")]
+    levels = [log.level for log in loggers]
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()  # the "Map:" bar of every episode's support set
-    setfit_log.setLevel(logging.WARNING)
+    for log in loggers:
+        log.setLevel(logging.WARNING)
     try:
         # transformers' PrinterCallback prints the trainer's loss dicts to stdout whatever the logging
         # strategy: keep them out of a suite's log (metarec reports the episode's results itself).
@@ -74,7 +78,8 @@ def quiet_libraries() -> Iterator[None]:
             hf_logging.enable_progress_bar()
         if data_bars:
             datasets.enable_progress_bars()
-        setfit_log.setLevel(level)
+        for log, lvl in zip(loggers, levels):
+            log.setLevel(lvl)
 
 
 @ALGORITHMS.register("setfit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import pytest
 import torch
@@ -54,7 +55,8 @@ def test_setfit_trains_on_the_support_only_and_resets_the_body(toy):
     torch.testing.assert_close(again, logits)
 
 
-def test_setfit_reads_only_the_support_rows(toy, capfd):
+def test_setfit_reads_only_the_support_rows(toy, capfd, caplog):
+    caplog.set_level(logging.INFO)  # as under the CLI: sentence-transformers shows its bars at INFO
     corpus, encoder, ds = toy
     episode = ds[0]
     support = set(episode.support_idx.tolist())
@@ -73,6 +75,10 @@ def test_setfit_reads_only_the_support_rows(toy, capfd):
     other = dataclasses.replace(episode, query_idx=episode.query_idx.flip(0), query_y=episode.query_y.flip(0))
     seen.clear()
     torch.testing.assert_close(model.episode_forward(other)[1].flip(0), model.episode_forward(episode)[1])
+    # an episode's forward (refit on the support, then predict) reads its support and query rows, nothing else
+    query = set(episode.query_idx.tolist())
+    assert query <= set(seen) <= support | query
+    assert "CoSENTLoss" not in caplog.text
     out, err = capfd.readouterr()  # no per-episode loss dicts or bars from setfit/datasets/sentence-transformers
     assert not any(word in out + err for word in ("embedding_loss", "Map:", "Batches:", "train_runtime")), out + err
 
