@@ -79,7 +79,8 @@ class EpisodeLearner(L.LightningModule):
     #: False for methods without meta-training (e.g. frozen nearest prototype): `fit` is skipped.
     trains: ClassVar[bool] = True
     #: Constructor options of a base class that this class fixes, each with why: a config that sets
-    #: one is refused by :func:`metarec.validate.validate_config`, and so is a direct keyword.
+    #: one is refused by :func:`metarec.validate.validate_config`; an ``__init__`` that takes them in
+    #: ``**kwargs`` refuses a direct keyword with :func:`refuse_fixed_options`.
     fixed_options: ClassVar[dict[str, str]] = {}
     #: What a batch holds (moved to the device by its own ``.to``).
     episode_type: ClassVar[type] = object

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarec.callbacks import LastCheckpoint, UniformWeightAveraging
 from metarec.checkpoint import VerifiedCheckpointIO, run_identity
+from metarec.config import ConfigError, config_dir
 from metarec.data.family import TaskFamily
 from metarec.models.encoder import TextEncoder
 from metarec.progress import LogProgress
@@ -78,20 +79,22 @@ def weight_averaging_start(cfg: DictConfig) -> Optional[int]:
     return int(f * cfg.trainer.max_steps) + 1
 
 
+def feature_options(cfg: DictConfig) -> dict[str, Any]:
+    """The :class:`~metarec.models.features.FeatureStore` keywords that ``cfg.features`` sets (all but ``kind``)."""
+    f = cfg.features
+    return dict(cache_dir=f.cache_dir if f.get("cache_dir") else None, batch_size=int(f.get("batch_size", 64)),
+                autocast=bool(f.get("autocast", False)), memory=f.get("memory"))
+
+
 def refuse_unused_trainer_options(cfg: DictConfig, keys: Sequence[str], why: str) -> None:
     """Refuses each ``trainer.<key>`` of ``keys`` that is set away from ``trainer/default.yaml``: the run ignores it.
 
     Raises:
         ConfigError: naming the option, its value, why it is not used and the value to leave it at.
     """
-    from metarec.config import ConfigError, config_dir
-    import yaml
-
-    defaults = yaml.safe_load((config_dir() / "trainer" / "default.yaml").read_text(encoding="utf-8"))
+    defaults = OmegaConf.load(config_dir() / "trainer" / "default.yaml")
     for key in keys:
-        default: Any = defaults
-        for part in key.split("."):
-            default = default.get(part) if isinstance(default, dict) else None
+        default = OmegaConf.select(defaults, key)
         value = OmegaConf.select(cfg.trainer, key)
         if value != default:
             shown = "null" if default is None else default

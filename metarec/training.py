@@ -38,6 +38,7 @@ from metarec.runtime import (  # noqa: F401  (build_trainer & co. stay importabl
     build_loggers,
     build_trainer,
     config_kwargs,
+    feature_options,
     fit_model,
     test_model,
 )
@@ -124,10 +125,7 @@ def open_run(cfg: DictConfig, run_dir: Path, ckpt_path: Optional[str] = None, fi
 
 def build_features(cfg: DictConfig, encoder: TextEncoder, family: TaskFamily) -> FeatureStore:
     kind = None if cfg.features.cache else "tokens"
-    cache_dir = cfg.features.cache_dir if cfg.features.get("cache_dir") else None
-    return FeatureStore(encoder, family.corpus.texts, kind=kind, cache_dir=cache_dir,
-                        batch_size=int(cfg.features.get("batch_size", 64)),
-                        autocast=bool(cfg.features.get("autocast", False)), memory=cfg.features.get("memory"))
+    return FeatureStore(encoder, family.corpus.texts, kind=kind, **feature_options(cfg))
 
 
 def build_datamodule(cfg: DictConfig, family: TaskFamily, features: FeatureStore) -> EpisodicDataModule:

@@ -205,7 +205,7 @@ def _check_group(group: str, node: dict[str, Any], everywhere: list[str]) -> Cal
         raise ConfigError(f"{group}.name must name a registered {group}, got {name!r}")
     fn = _constructor(group, name)
     params, open_ = constructor_params(fn)
-    fixed: dict[str, str] = getattr(fn, "fixed_options", {}) if isinstance(fn, type) else {}
+    fixed: dict[str, str] = getattr(fn, "fixed_options", {})
     accepted = sorted(set(params) - set(INJECTED[group]) - set(fixed) | {"name"})
     for key, value in node.items():
         path = f"{group}.{key}"

@@ -28,8 +28,8 @@ from metarec.recsys.datamodule import ColdStartDataModule
 from metarec.recsys.family import ColdStartFamily, FeatureTable
 from metarec.recsys.metrics import state_table
 from metarec.registry import RECOMMENDERS, RUNNERS
-from metarec.runtime import (RunResult, build_encoder, build_family, build_trainer, config_kwargs, fit_model,
-                             refuse_unused_trainer_options, test_model)
+from metarec.runtime import (RunResult, build_encoder, build_family, build_trainer, config_kwargs, feature_options,
+                             fit_model, refuse_unused_trainer_options, test_model)
 
 log = get_logger(__name__)
 
@@ -60,14 +60,11 @@ def item_feature_table(cfg: DictConfig, family: Any) -> FeatureTable:
     if encoder.freeze.value != "frozen":
         raise ValueError(f"the {cfg.family.name} family embeds item texts with a frozen encoder; got "
                          f"encoder.freeze={encoder.freeze.value!r} (use encoder.freeze=frozen)")
-    # features.cache=false: the embeddings are computed for this run and kept in memory, no file written.
-    cached = bool(cfg.features.get("cache", True))
-    cache_dir = (cfg.features.cache_dir or None) if cached else False
+    options = feature_options(cfg)
+    if not cfg.features.get("cache", True):  # computed for this run and kept in memory, no file written
+        options.update(cache_dir=False, memory="ram")
     texts = family.item_texts
-    store = FeatureStore(encoder, texts, kind="embedding", cache_dir=cache_dir,
-                         batch_size=int(cfg.features.get("batch_size", 64)),
-                         autocast=bool(cfg.features.get("autocast", False)),
-                         memory=cfg.features.get("memory") if cached else "ram")
+    store = FeatureStore(encoder, texts, kind="embedding", **options)
     return family.feature_table(store(torch.arange(len(texts))))
 
 
